@@ -1,0 +1,12 @@
+//! Types, configuration and the queue abstraction shared by the courier gateway and worker.
+
+pub mod config;
+pub mod ids;
+pub mod message;
+pub mod protocol;
+pub mod queue;
+pub mod time;
+
+pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};
+pub use message::{Enriched, Envelope, StoredMessage};
+pub use time::Timestamp;

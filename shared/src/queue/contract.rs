@@ -1,0 +1,205 @@
+//! Contract tests every queue backend must pass: the in-memory queue runs them in unit
+//! tests, and the broker backends run the very same functions against real brokers.
+
+use super::{Consumer, Delivery, Queue, QueueOptions, Settled};
+use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use crate::message::{Enriched, Envelope, ENVELOPE_VERSION, StoredMessage};
+use crate::time::Timestamp;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, timeout};
+
+/// Options used by the contract: short waits, few attempts.
+pub fn options() -> QueueOptions {
+    QueueOptions {
+        max_attempts: 3,
+        receive_wait: Duration::from_millis(300),
+        memory_capacity: 10_000,
+        delivery_buffer: 1024,
+    }
+}
+
+/// Runs every contract case against fresh queues from `make`.
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: Fn(QueueOptions) -> Fut,
+    Fut: Future<Output = Arc<dyn Queue>>,
+{
+    publish_receive_ack(make(options()).await).await;
+    batches_hold_every_message_once(make(options()).await).await;
+    retry_redelivers_after_its_delay(make(options()).await).await;
+    dead_letters_after_max_attempts(make(options()).await).await;
+    dead_letter_now(make(options()).await).await;
+    abandoned_delivery_comes_back(make(options()).await).await;
+    fan_out_follows_bindings(make(options()).await).await;
+}
+
+pub fn envelope(room: &str, id: &str) -> Envelope {
+    Envelope {
+        v: ENVELOPE_VERSION,
+        id: ClientMsgId::parse(id).unwrap(),
+        room: RoomId::parse(room).unwrap(),
+        from: UserId::parse("contract").unwrap(),
+        body: format!("body of {id}"),
+        sent_at: Timestamp::now(),
+        gateway: GatewayId::from_string("gw-contract".into()),
+    }
+}
+
+async fn publish(q: &dyn Queue, room: &str, id: &str) {
+    let env = envelope(room, id);
+    q.publish(&env.room, env.to_json()).await.expect("publish is confirmed");
+}
+
+/// Receives until `n` deliveries arrived or `within` passed.
+pub async fn collect(c: &mut dyn Consumer, n: usize, within: Duration) -> Vec<Delivery> {
+    let end = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < end {
+        out.extend(c.receive(n - out.len()).await.expect("receive"));
+    }
+    out
+}
+
+fn id_of(d: &Delivery) -> String {
+    Envelope::from_json(&d.payload).unwrap().id.as_str().to_owned()
+}
+
+async fn publish_receive_ack(q: Arc<dyn Queue>) {
+    for i in 0..3 {
+        publish(&*q, "room-a", &format!("m{i}")).await;
+    }
+    let mut c = q.consumer().await.unwrap();
+    let got = collect(&mut *c, 3, Duration::from_secs(10)).await;
+    let ids: Vec<String> = got.iter().map(id_of).collect();
+    assert_eq!(ids, ["m0", "m1", "m2"], "one room's messages come in publish order");
+    assert!(got.iter().all(|d| d.attempt == 1), "first delivery is attempt 1");
+    Delivery::ack_all(got).await.unwrap();
+    let again = collect(&mut *c, 1, Duration::from_millis(1500)).await;
+    assert!(again.is_empty(), "acked messages are gone: {again:?}");
+}
+
+async fn batches_hold_every_message_once(q: Arc<dyn Queue>) {
+    for i in 0..25 {
+        publish(&*q, &format!("room-{}", i % 3), &format!("b{i}")).await;
+    }
+    let mut c = q.consumer().await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let end = Instant::now() + Duration::from_secs(15);
+    while seen.len() < 25 && Instant::now() < end {
+        let batch = c.receive(10).await.unwrap();
+        assert!(batch.len() <= 10, "a batch holds at most what was asked");
+        for d in &batch {
+            assert!(seen.insert(id_of(d)), "no message twice while unacked");
+        }
+        Delivery::ack_all(batch).await.unwrap();
+    }
+    assert_eq!(seen.len(), 25);
+}
+
+async fn retry_redelivers_after_its_delay(q: Arc<dyn Queue>) {
+    publish(&*q, "room-r", "r1").await;
+    let mut c = q.consumer().await.unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    let started = Instant::now();
+    assert_eq!(d.retry(Duration::from_secs(1), "test").await.unwrap(), Settled::Retrying);
+    let again = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("redelivered");
+    assert!(started.elapsed() >= Duration::from_millis(800), "not before its delay");
+    assert_eq!(id_of(&again), "r1");
+    assert_eq!(again.attempt, 2);
+    again.ack().await.unwrap();
+}
+
+async fn dead_letters_after_max_attempts(q: Arc<dyn Queue>) {
+    publish(&*q, "room-d", "poison").await;
+    let mut c = q.consumer().await.unwrap();
+    for attempt in 1..=3 {
+        let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("delivered");
+        assert_eq!(d.attempt, attempt);
+        let expected = if attempt < 3 { Settled::Retrying } else { Settled::DeadLettered };
+        assert_eq!(d.retry(Duration::from_millis(100), "always fails").await.unwrap(), expected);
+    }
+    let after = collect(&mut *c, 1, Duration::from_millis(1500)).await;
+    assert!(after.is_empty(), "a dead letter is not delivered again");
+    let dead = wait_dead(&*q, 1).await;
+    assert_eq!(Envelope::from_json(&dead[0].payload).unwrap().id.as_str(), "poison");
+}
+
+async fn dead_letter_now(q: Arc<dyn Queue>) {
+    publish(&*q, "room-x", "bad").await;
+    let mut c = q.consumer().await.unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    d.dead_letter("malformed").await.unwrap();
+    assert_eq!(wait_dead(&*q, 1).await.len(), 1);
+    assert!(collect(&mut *c, 1, Duration::from_millis(1500)).await.is_empty());
+}
+
+async fn wait_dead(q: &dyn Queue, n: usize) -> Vec<super::DeadLetter> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dead = q.dead_letters(100).await.unwrap();
+        if dead.len() >= n || Instant::now() > end {
+            assert_eq!(dead.len(), n, "dead letters");
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn abandoned_delivery_comes_back(q: Arc<dyn Queue>) {
+    publish(&*q, "room-c", "crash").await;
+    let mut c = q.consumer().await.unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    drop(d); // a worker that died holding it
+    let again = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("redelivered");
+    assert_eq!(id_of(&again), "crash");
+    assert!(again.attempt >= 2);
+    again.ack().await.unwrap();
+}
+
+fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
+    let env = envelope(room, &format!("s{seq}"));
+    Arc::new(StoredMessage {
+        room: env.room,
+        seq,
+        id: env.id,
+        from: env.from,
+        body: env.body,
+        sent_at: env.sent_at,
+        enriched: Enriched::default(),
+    })
+}
+
+async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
+    let r1 = RoomId::parse("fan-1").unwrap();
+    let r2 = RoomId::parse("fan-2").unwrap();
+    let mut a = q.subscribe(&GatewayId::from_string("gw-a".into())).await.unwrap();
+    let mut b = q.subscribe(&GatewayId::from_string("gw-b".into())).await.unwrap();
+    a.rooms.bind(&r1).await.unwrap();
+    b.rooms.bind(&r1).await.unwrap();
+    b.rooms.bind(&r2).await.unwrap();
+    q.fan_out(&[stored("fan-1", 1), stored("fan-2", 1)]).await.unwrap();
+    let wait = Duration::from_secs(5);
+    let got_a = timeout(wait, a.messages.recv()).await.unwrap().unwrap();
+    assert_eq!((got_a.room.as_str(), got_a.seq), ("fan-1", 1));
+    let mut got_b = Vec::new();
+    for _ in 0..2 {
+        let m = timeout(wait, b.messages.recv()).await.unwrap().unwrap();
+        got_b.push((m.room.as_str().to_owned(), m.seq));
+    }
+    got_b.sort();
+    assert_eq!(got_b, [("fan-1".to_owned(), 1), ("fan-2".to_owned(), 1)]);
+    assert!(
+        timeout(Duration::from_millis(500), a.messages.recv()).await.is_err(),
+        "a gateway gets only rooms it bound"
+    );
+    a.rooms.unbind(&r1).await.unwrap();
+    q.fan_out(&[stored("fan-1", 2)]).await.unwrap();
+    let m = timeout(wait, b.messages.recv()).await.unwrap().unwrap();
+    assert_eq!(m.seq, 2);
+    assert!(
+        timeout(Duration::from_millis(500), a.messages.recv()).await.is_err(),
+        "unbound rooms stop arriving"
+    );
+}

@@ -1,0 +1,266 @@
+//! The queue abstraction: an ingest work queue (gateway → workers) and a delivery fan-out
+//! (workers → gateways), behind one small trait that every backend implements.
+//!
+//! The shape follows what the brokers can promise: `publish` returns only after the
+//! broker confirmed; deliveries are settled explicitly (ack after the store commit,
+//! retry with a delay, dead-letter after the configured attempts); fan-out is routed
+//! per room so a gateway only receives rooms it has members in.
+
+pub mod memory;
+
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
+
+use crate::ids::{GatewayId, RoomId};
+use crate::message::StoredMessage;
+use async_trait::async_trait;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What went wrong talking to a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The broker refused, did not confirm, or is not reachable right now. Retry later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The process could not reach its queue at start.
+    #[error("cannot connect to queue at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// `QUEUE_URL` names something this build cannot use.
+    #[error("unsupported QUEUE_URL {url:?}: {reason}")]
+    Unsupported { url: String, reason: String },
+    /// The queue was shut down.
+    #[error("queue closed")]
+    Closed,
+}
+
+/// Settings every backend understands.
+#[derive(Clone, Debug)]
+pub struct QueueOptions {
+    /// Deliveries of one message before it goes to the dead-letter place.
+    pub max_attempts: u32,
+    /// Longest a `receive` waits for a first message before returning an empty batch.
+    pub receive_wait: Duration,
+    /// Bound of the in-memory queue (ready + delayed + in flight) and of its dead letters.
+    pub memory_capacity: usize,
+    /// Bound of each gateway's delivery channel, in messages.
+    pub delivery_buffer: usize,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            receive_wait: Duration::from_secs(1),
+            memory_capacity: 100_000,
+            delivery_buffer: 4096,
+        }
+    }
+}
+
+/// The parsed form of `QUEUE_URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueUrl {
+    /// In-process queue; only meaningful inside one gateway with embedded workers.
+    Memory,
+    Amqp(String),
+    Sqs(String),
+}
+
+impl QueueUrl {
+    pub fn parse(s: &str) -> Result<Self, QueueError> {
+        if s == "memory" {
+            Ok(Self::Memory)
+        } else if s.starts_with("amqp://") || s.starts_with("amqps://") {
+            Ok(Self::Amqp(s.to_owned()))
+        } else if s.starts_with("sqs://") {
+            Ok(Self::Sqs(s.to_owned()))
+        } else {
+            Err(QueueError::Unsupported {
+                url: crate::config::redact_url(s),
+                reason: "expected memory, amqp://user:pass@host:port/vhost or sqs://".into(),
+            })
+        }
+    }
+
+    pub fn is_memory(&self) -> bool {
+        matches!(self, Self::Memory)
+    }
+}
+
+/// Opens the queue named by `url`.
+pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queue>, QueueError> {
+    match url {
+        QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
+        QueueUrl::Amqp(u) | QueueUrl::Sqs(u) => Err(QueueError::Unsupported {
+            url: crate::config::redact_url(u),
+            reason: "this build has only the in-process queue; use QUEUE_URL=memory".into(),
+        }),
+    }
+}
+
+/// One queue backend: both roles, ingest and delivery.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Puts one serialized envelope on the ingest queue; returns once the broker confirmed.
+    /// `room` is the ordering key (FIFO group, routing).
+    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError>;
+
+    /// Opens a consumer of the ingest queue.
+    async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError>;
+
+    /// Hands processed messages to every gateway subscribed to their rooms.
+    async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError>;
+
+    /// Opens the delivery subscription of one gateway instance.
+    async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError>;
+
+    /// Answers when the broker is reachable (readiness).
+    async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Up to `max` messages from the dead-letter place, oldest first, without removing them.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
+}
+
+/// Reads batches from the ingest queue.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits up to the receive wait for at least one message; returns at most `max`.
+    async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError>;
+}
+
+/// A gateway's delivery feed: bind rooms as members join, read what arrives.
+pub struct Subscription {
+    pub rooms: Box<dyn RoomBinding>,
+    pub messages: mpsc::Receiver<Arc<StoredMessage>>,
+}
+
+/// Per-room routing of one gateway's subscription.
+#[async_trait]
+pub trait RoomBinding: Send + Sync {
+    async fn bind(&self, room: &RoomId) -> Result<(), QueueError>;
+    async fn unbind(&self, room: &RoomId) -> Result<(), QueueError>;
+}
+
+/// A message that ended in the dead-letter place.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// How a failed delivery was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// It will be delivered again after the delay.
+    Retrying,
+    /// It used up its attempts and went to the dead-letter place.
+    DeadLettered,
+}
+
+/// A backend's handle on one delivery (tag, receipt handle…), opaque to callers.
+pub type Token = Box<dyn Any + Send + Sync>;
+
+/// The backend side of settling deliveries.
+#[async_trait]
+pub trait Settle: Send + Sync {
+    async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError>;
+    async fn retry(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Settled, QueueError>;
+    async fn dead_letter(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), QueueError>;
+    /// A delivery dropped without being settled: make it deliverable again.
+    fn abandon(&self, token: Token);
+}
+
+/// One message received from the ingest queue. It owns its settlement: ack after the
+/// store commit, or hand it back with `retry`; dropped unsettled, it is redelivered.
+pub struct Delivery {
+    pub payload: Vec<u8>,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    token: Option<Token>,
+    settle: Arc<dyn Settle>,
+}
+
+impl Delivery {
+    pub fn new(payload: Vec<u8>, attempt: u32, token: Token, settle: Arc<dyn Settle>) -> Self {
+        Self {
+            payload,
+            attempt,
+            token: Some(token),
+            settle,
+        }
+    }
+
+    fn take(mut self) -> (Token, Arc<dyn Settle>, Vec<u8>) {
+        let token = self.token.take().expect("a delivery is settled once");
+        (token, self.settle.clone(), std::mem::take(&mut self.payload))
+    }
+
+    pub async fn ack(self) -> Result<(), QueueError> {
+        let (token, settle, _) = self.take();
+        settle.ack(vec![token]).await
+    }
+
+    /// Acks many deliveries with as few broker calls as the backend allows.
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<(), QueueError> {
+        let mut groups: Vec<(Arc<dyn Settle>, Vec<Token>)> = Vec::new();
+        for d in deliveries {
+            let (token, settle, _) = d.take();
+            match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &settle)) {
+                Some((_, tokens)) => tokens.push(token),
+                None => groups.push((settle, vec![token])),
+            }
+        }
+        for (settle, tokens) in groups {
+            settle.ack(tokens).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers it again after `delay`, or dead-letters it when its attempts are used up.
+    pub async fn retry(self, delay: Duration, reason: &str) -> Result<Settled, QueueError> {
+        let attempt = self.attempt;
+        let (token, settle, payload) = self.take();
+        settle.retry(token, &payload, attempt, delay, reason).await
+    }
+
+    /// Sends it straight to the dead-letter place (it can never succeed).
+    pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
+        let attempt = self.attempt;
+        let (token, settle, payload) = self.take();
+        settle.dead_letter(token, &payload, attempt, reason).await
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.settle.abandon(token);
+        }
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("bytes", &self.payload.len())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
