@@ -2,9 +2,11 @@
 
 pub mod config;
 pub mod ids;
+pub mod logging;
 pub mod message;
 pub mod protocol;
 pub mod queue;
+pub mod shutdown;
 pub mod time;
 
 pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};

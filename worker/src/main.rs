@@ -1,1 +1,18 @@
-fn main(){}
+//! The `worker` binary: parse settings, set up logging, run until SIGTERM or Ctrl-C.
+
+use clap::Parser;
+use worker::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = WorkerConfig::parse();
+    shared::logging::init(&config.log_format);
+    let (trigger, shutdown) = shared::shutdown::channel();
+    tokio::spawn(async move {
+        shared::shutdown::signal().await;
+        tracing::info!("shutdown signal received; finishing the batches in hand");
+        trigger.fire();
+    });
+    worker::run(config, shutdown).await?;
+    Ok(())
+}

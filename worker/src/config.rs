@@ -1,0 +1,57 @@
+//! Worker settings: how big a batch is, how failures are retried, how many run at once.
+
+use crate::store::StoreOptions;
+use shared::config::BackendConfig;
+use std::time::Duration;
+
+/// Settings of the processing loop; the gateway embeds the same ones for `QUEUE_URL=memory`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct WorkerSettings {
+    /// Most messages a worker takes from the queue and stores in one transaction.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch_size: u32,
+
+    /// Concurrent consumers in this process (each with its own batch).
+    #[arg(long, env = "WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+
+    /// Delay before a failed message is tried again, in milliseconds; doubles with each
+    /// attempt, capped at 30 s. After MAX_ATTEMPTS it goes to the dead-letter place.
+    #[arg(long, env = "RETRY_DELAY_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub retry_delay_ms: u64,
+
+    /// Most database connections this process opens (SQLite uses at most 4).
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+impl WorkerSettings {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.db_max_connections,
+            ..StoreOptions::default()
+        }
+    }
+
+    /// The delay before attempt `attempt + 1` of a message that failed `attempt` times.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let base = Duration::from_millis(self.retry_delay_ms);
+        base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(Duration::from_secs(30))
+    }
+}
+
+/// Everything the `worker` binary reads from flags and the environment.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "worker", version, about = "courier worker: stores and enriches messages from the ingest queue and publishes them for delivery")]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub backend: BackendConfig,
+
+    #[command(flatten)]
+    pub settings: WorkerSettings,
+
+    /// Log format: `text` or `json` (one object per line). Filter with RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}

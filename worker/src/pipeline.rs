@@ -1,0 +1,213 @@
+//! The processing loop: receive a batch, enrich, store in one transaction, fan out, ack.
+//!
+//! A delivery is acked only after its message is committed and handed to the fan-out.
+//! A store or queue outage is waited out while the batch is held (it is not the
+//! messages' fault, so it costs them no attempt); a message the store refuses is
+//! retried alone with a growing delay and ends in the dead-letter place.
+
+use crate::config::WorkerSettings;
+use crate::enrich::Pipeline;
+use crate::error::Error;
+use crate::store::{NewMessage, Store, Stored};
+use shared::protocol::check_body;
+use shared::queue::{Consumer, Delivery, Queue, Settled};
+use shared::shutdown::{Shutdown, backoff};
+use shared::{Envelope, StoredMessage};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+const OUTAGE_BASE: Duration = Duration::from_millis(100);
+const OUTAGE_CAP: Duration = Duration::from_secs(5);
+
+/// One consumer loop with what it needs.
+#[derive(Clone)]
+pub struct Worker {
+    pub queue: Arc<dyn Queue>,
+    pub store: Store,
+    pub enrich: Arc<Pipeline>,
+    pub settings: WorkerSettings,
+}
+
+impl Worker {
+    pub fn new(queue: Arc<dyn Queue>, store: Store, settings: WorkerSettings) -> Self {
+        Self { queue, store, enrich: Arc::new(Pipeline::standard()), settings }
+    }
+
+    /// Runs `settings.workers` consumer loops until `shutdown`; each finishes its batch.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), Error> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..self.settings.workers {
+            let w = self.clone();
+            let sd = shutdown.clone();
+            tasks.spawn(async move { w.consume(n, sd).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Err(e)) => result = Err(e),
+                Err(panic) => error!(error = %panic, "worker loop panicked; its batch is redelivered"),
+                Ok(Ok(())) => {}
+            }
+        }
+        result
+    }
+
+    async fn consume(&self, n: u32, shutdown: Shutdown) -> Result<(), Error> {
+        let mut consumer = self.open_consumer(&shutdown).await?;
+        info!(worker = n, "worker consuming");
+        let mut failures = 0;
+        while !shutdown.is_fired() {
+            let batch = tokio::select! {
+                b = consumer.receive(self.settings.batch_size as usize) => b,
+                _ = shutdown.fired() => break,
+            };
+            match batch {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => {
+                    failures = 0;
+                    self.process(batch, &shutdown).await;
+                }
+                Err(e) => {
+                    warn!(worker = n, error = %e, "receiving from the ingest queue failed; retrying");
+                    shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await;
+                    failures += 1;
+                }
+            }
+        }
+        info!(worker = n, "worker stopped");
+        Ok(())
+    }
+
+    async fn open_consumer(&self, shutdown: &Shutdown) -> Result<Box<dyn Consumer>, Error> {
+        let mut failures = 0;
+        loop {
+            match self.queue.consumer().await {
+                Ok(c) => return Ok(c),
+                Err(e) if shutdown.is_fired() => return Err(e.into()),
+                Err(e) => {
+                    warn!(error = %e, "opening an ingest consumer failed; retrying");
+                    shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await;
+                    failures += 1;
+                }
+            }
+        }
+    }
+
+    /// Settles every delivery of the batch, one way or another.
+    pub async fn process(&self, batch: Vec<Delivery>, shutdown: &Shutdown) {
+        metrics::histogram!("courier_worker_batch_size").record(batch.len() as f64);
+        let mut ready = Vec::with_capacity(batch.len());
+        for d in batch {
+            match self.prepare(&d) {
+                Ok(msg) => ready.push((d, msg)),
+                Err(reason) => {
+                    warn!(attempt = d.attempt, %reason, "malformed envelope goes to the dead-letter place");
+                    metrics::counter!("courier_dead_letters_total", "reason" => "malformed").increment(1);
+                    if let Err(e) = d.dead_letter(&reason).await {
+                        error!(error = %e, "dead-lettering failed; the message will be redelivered");
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let msgs: Vec<NewMessage> = ready.iter().map(|(_, m)| m.clone()).collect();
+        match self.store_waiting_out_outages(&msgs, shutdown).await {
+            Some(Ok(stored)) => {
+                let deliveries = ready.into_iter().map(|(d, _)| d).collect();
+                self.publish_and_ack(deliveries, stored, shutdown).await;
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "batch refused by the store; storing its messages one by one");
+                for (d, m) in ready {
+                    self.process_one(d, m, shutdown).await;
+                }
+            }
+            // Shutting down in the middle of an outage: the dropped deliveries go back.
+            None => {}
+        }
+    }
+
+    async fn process_one(&self, d: Delivery, m: NewMessage, shutdown: &Shutdown) {
+        match self.store_waiting_out_outages(std::slice::from_ref(&m), shutdown).await {
+            Some(Ok(stored)) => self.publish_and_ack(vec![d], stored, shutdown).await,
+            Some(Err(e)) => {
+                let reason = format!("store refused the message: {e}");
+                let delay = self.settings.retry_delay(d.attempt);
+                let attempt = d.attempt;
+                match d.retry(delay, &reason).await {
+                    Ok(Settled::Retrying) => {
+                        warn!(room = %m.room, id = %m.id, attempt, error = %e, "message failed; retrying later");
+                        metrics::counter!("courier_worker_retries_total").increment(1);
+                    }
+                    Ok(Settled::DeadLettered) => {
+                        error!(room = %m.room, id = %m.id, attempt, error = %e, "message failed every attempt; moved to the dead-letter place");
+                        metrics::counter!("courier_dead_letters_total", "reason" => "failed").increment(1);
+                    }
+                    Err(qe) => error!(error = %qe, "handing a failed message back failed; it will be redelivered"),
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn prepare(&self, d: &Delivery) -> Result<NewMessage, String> {
+        let env = Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
+        check_body(&env.body).map_err(|e| format!("invalid envelope body: {}", e.message))?;
+        let (body, enriched) = self.enrich.run(&env.body);
+        Ok(NewMessage { room: env.room, id: env.id, from: env.from, body, sent_at: env.sent_at, enriched })
+    }
+
+    /// `None` when shutdown came while the store was away.
+    async fn store_waiting_out_outages(
+        &self,
+        msgs: &[NewMessage],
+        shutdown: &Shutdown,
+    ) -> Option<Result<Vec<Stored>, Error>> {
+        let mut failures = 0;
+        loop {
+            let started = Instant::now();
+            match self.store.store_batch(msgs).await {
+                Ok(stored) => {
+                    metrics::histogram!("courier_worker_store_seconds").record(started.elapsed().as_secs_f64());
+                    return Some(Ok(stored));
+                }
+                Err(e) if e.is_transient() => {
+                    metrics::counter!("courier_worker_store_errors_total", "kind" => "transient").increment(1);
+                    warn!(error = %e, messages = msgs.len(), "store unavailable; holding the batch and retrying");
+                    if !shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await {
+                        return None;
+                    }
+                    failures += 1;
+                }
+                Err(e) => {
+                    metrics::counter!("courier_worker_store_errors_total", "kind" => "permanent").increment(1);
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+
+    async fn publish_and_ack(&self, deliveries: Vec<Delivery>, stored: Vec<Stored>, shutdown: &Shutdown) {
+        let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
+        for s in stored {
+            let kind = if matches!(s, Stored::New(_)) { "stored" } else { "duplicate" };
+            metrics::counter!("courier_worker_messages_total", "outcome" => kind).increment(1);
+            messages.push(Arc::new(s.into_message()));
+        }
+        let mut failures = 0;
+        while let Err(e) = self.queue.fan_out(&messages).await {
+            warn!(error = %e, "fan-out failed; retrying (messages are stored)");
+            if !shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await {
+                // Unacked, they come back, are found stored, and are fanned out then.
+                return;
+            }
+            failures += 1;
+        }
+        if let Err(e) = Delivery::ack_all(deliveries).await {
+            warn!(error = %e, "ack failed; the messages will be redelivered and found already stored");
+        }
+    }
+}

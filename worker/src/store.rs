@@ -1,0 +1,280 @@
+//! The message store over sqlx: one code path for SQLite and PostgreSQL.
+//!
+//! Writes come in batches, one transaction per batch. Each room's counter row is locked
+//! first (`INSERT … ON CONFLICT … DO UPDATE … RETURNING`), so concurrent workers on one
+//! room serialize there and seq stays gapless; the idempotency index turns a repeated
+//! (room, from, id) into "already stored, here is its seq".
+
+use crate::error::Error;
+use shared::config::redact_url;
+use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const LOCK_ROOM: &str = "INSERT INTO room_seq (room, last_seq) VALUES ($1, 0) \
+     ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq RETURNING last_seq";
+const SET_ROOM: &str = "UPDATE room_seq SET last_seq = $2 WHERE room = $1";
+const INSERT: &str = "INSERT INTO messages \
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (room, sender, client_id) DO NOTHING RETURNING seq";
+const BY_KEY: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+     WHERE room = $1 AND sender = $2 AND client_id = $3";
+const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+     WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
+const BEFORE: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+     WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+const HEAD: &str = "SELECT last_seq FROM room_seq WHERE room = $1";
+
+/// A message ready to be stored: enriched, body already censored if flagged.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub id: ClientMsgId,
+    pub from: UserId,
+    pub body: String,
+    pub sent_at: Timestamp,
+    pub enriched: Enriched,
+}
+
+/// What storing one message did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now under a fresh seq.
+    New(StoredMessage),
+    /// The (room, from, id) was stored before; this is that stored message.
+    Duplicate(StoredMessage),
+}
+
+impl Stored {
+    pub fn message(&self) -> &StoredMessage {
+        match self {
+            Self::New(m) | Self::Duplicate(m) => m,
+        }
+    }
+
+    pub fn into_message(self) -> StoredMessage {
+        match self {
+            Self::New(m) | Self::Duplicate(m) => m,
+        }
+    }
+}
+
+/// Pool bounds for [`Store::connect`].
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The message store. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    sqlite: bool,
+}
+
+impl Store {
+    /// Connects, creates the SQLite file and its folder when missing, and runs migrations.
+    pub async fn connect(url: &str, opts: StoreOptions) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let connect_err = |e: &dyn std::fmt::Display| Error::Connect {
+            what: "store",
+            url: shown.clone(),
+            reason: e.to_string(),
+        };
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite { prepare_sqlite(url).map_err(|e| connect_err(&e))? } else { url.to_owned() };
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(connect_err(&"expected sqlite://PATH or postgres://..."));
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { opts.max_connections.min(4) } else { opts.max_connections }.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|e| connect_err(&e))?;
+        if sqlite {
+            // WAL lets readers (history, replay) run beside the single writer.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(|e| connect_err(&e))?;
+        }
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| connect_err(&e))?;
+        Ok(Self { pool, sqlite })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Answers when the database does (readiness).
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction. Returns one outcome per input, in input order.
+    pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+        let mut tx = if self.sqlite {
+            // Take the write lock up front: a deferred transaction that upgrades later
+            // can fail with SQLITE_BUSY instead of waiting.
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        };
+        let mut by_room: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, m) in batch.iter().enumerate() {
+            by_room.entry(m.room.as_str()).or_default().push(i);
+        }
+        let mut out: Vec<Option<Stored>> = vec![None; batch.len()];
+        // Rooms in name order: two workers lock counter rows in the same order, no deadlock.
+        for (room, idxs) in by_room {
+            let start: i64 = sqlx::query(LOCK_ROOM).bind(room).fetch_one(&mut *tx).await?.try_get(0)?;
+            let mut last = start;
+            for i in idxs {
+                let m = &batch[i];
+                let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
+                let row = sqlx::query(INSERT)
+                    .bind(room)
+                    .bind(last + 1)
+                    .bind(m.from.as_str())
+                    .bind(m.id.as_str())
+                    .bind(m.body.as_str())
+                    .bind(m.sent_at.as_millis())
+                    .bind(enriched)
+                    .bind(Timestamp::now().as_millis())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                out[i] = Some(match row {
+                    Some(_) => {
+                        last += 1;
+                        Stored::New(StoredMessage {
+                            room: m.room.clone(),
+                            seq: last as u64,
+                            id: m.id.clone(),
+                            from: m.from.clone(),
+                            body: m.body.clone(),
+                            sent_at: m.sent_at,
+                            enriched: m.enriched.clone(),
+                        })
+                    }
+                    None => {
+                        let row = sqlx::query(BY_KEY)
+                            .bind(room)
+                            .bind(m.from.as_str())
+                            .bind(m.id.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        Stored::Duplicate(decode(&row)?)
+                    }
+                });
+            }
+            if last != start {
+                sqlx::query(SET_ROOM).bind(room).bind(last).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(out.into_iter().map(|o| o.expect("every input has an outcome")).collect())
+    }
+
+    /// The highest stored seq of a room; 0 when it has none.
+    pub async fn head(&self, room: &RoomId) -> Result<u64, Error> {
+        let row = sqlx::query(HEAD).bind(room.as_str()).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>(0)?.max(0) as u64,
+            None => 0,
+        })
+    }
+
+    /// Up to `limit` messages with `seq > after`, oldest first.
+    pub async fn after(&self, room: &RoomId, after: u64, limit: u32) -> Result<Vec<StoredMessage>, Error> {
+        let rows = sqlx::query(AFTER)
+            .bind(room.as_str())
+            .bind(clamp_i64(after))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Up to `limit` messages with `seq < before` (newest when `None`), oldest first.
+    pub async fn before(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        let rows = sqlx::query(BEFORE)
+            .bind(room.as_str())
+            .bind(before.map_or(i64::MAX, clamp_i64))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut msgs = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        msgs.reverse();
+        Ok(msgs)
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
+    let text = |i: usize| row.try_get::<String, _>(i);
+    let corrupt = |what: &str| Error::Corrupt(format!("stored {what} is invalid"));
+    Ok(StoredMessage {
+        room: RoomId::parse(&text(0)?).map_err(|_| corrupt("room"))?,
+        seq: row.try_get::<i64, _>(1)?.max(0) as u64,
+        from: UserId::parse(&text(2)?).map_err(|_| corrupt("sender"))?,
+        id: ClientMsgId::parse(&text(3)?).map_err(|_| corrupt("client id"))?,
+        body: text(4)?,
+        sent_at: Timestamp::from_millis(row.try_get::<i64, _>(5)?),
+        enriched: serde_json::from_str(&text(6)?).map_err(|_| corrupt("enrichment"))?,
+    })
+}
+
+/// Turns `sqlite://PATH[?query]` into a URL that creates the file, and creates its folder.
+fn prepare_sqlite(url: &str) -> Result<String, std::io::Error> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+    }
+    Ok(if query.contains("mode=") {
+        url.to_owned()
+    } else if query.is_empty() {
+        format!("sqlite://{path}?mode=rwc")
+    } else {
+        format!("sqlite://{path}?{query}&mode=rwc")
+    })
+}
