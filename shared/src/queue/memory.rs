@@ -174,6 +174,10 @@ impl Queue for MemoryQueue {
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         Ok(self.inner.lock().dead.iter().take(max).cloned().collect())
     }
+
+    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(self.depth() as u64))
+    }
 }
 
 struct MemoryBinding {

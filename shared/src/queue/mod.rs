@@ -122,6 +122,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Up to `max` messages from the dead-letter place, oldest first, without removing them.
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Messages on the ingest queue not yet settled (the autoscaling signal), when the
+    /// backend can tell.
+    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// Reads batches from the ingest queue.

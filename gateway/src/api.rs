@@ -1,0 +1,84 @@
+//! The HTTP API: post a message as a backend, read a room's messages.
+
+use crate::app::App;
+use crate::auth::{bearer, same_secret};
+use crate::error::ApiError;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use shared::protocol::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, check_body};
+use shared::{ClientMsgId, RoomId, UserId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = app.config.api_token.as_deref() else {
+        return Err(ApiError::unauthorized("the HTTP API is disabled on this gateway (API_TOKEN is not set)"));
+    };
+    match bearer(headers) {
+        Some(given) if same_secret(given, expected) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("wrong API token")),
+        None => Err(ApiError::unauthorized("send Authorization: Bearer <API_TOKEN>")),
+    }
+}
+
+fn room(raw: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+    match v.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be a string"))),
+        None => Err(ApiError::bad_request(format!("missing {name}"))),
+    }
+}
+
+/// `POST /api/rooms/{room}/messages` with `{"id","from","body"}`: 202 once on the queue.
+pub async fn post_message(
+    State(app): State<Arc<App>>,
+    Path(raw_room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&app, &headers)?;
+    let room = room(&raw_room)?;
+    let v: Value = serde_json::from_slice(&body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object with id, from and body"))?;
+    let id = ClientMsgId::parse(string_field(&v, "id")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let from = UserId::parse(string_field(&v, "from")?)
+        .map_err(|_| ApiError::bad_request("from must match [A-Za-z0-9_.:-]{1,64}"))?;
+    let text = string_field(&v, "body")?;
+    check_body(text)?;
+    app.publish(room.clone(), from, id.clone(), text.to_owned()).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "room": room, "id": id }))))
+}
+
+/// `GET /api/rooms/{room}/messages?since=N&limit=L`: messages with seq > since, oldest first.
+pub async fn get_messages(
+    State(app): State<Arc<App>>,
+    Path(raw_room): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let room = room(&raw_room)?;
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(name)
+            .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer"))))
+            .transpose()
+    };
+    let since = number("since")?.unwrap_or(0);
+    let limit = match number("limit")? {
+        None => HISTORY_DEFAULT_LIMIT,
+        Some(0) => return Err(ApiError::bad_request("limit must be at least 1")),
+        Some(n) => n.min(u64::from(HISTORY_MAX_LIMIT)) as u32,
+    };
+    let messages = app.store.after(&room, since, limit).await.map_err(|e| ApiError::store(&e))?;
+    Ok(Json(json!({ "room": room, "messages": messages })))
+}

@@ -1,0 +1,57 @@
+//! Process-wide state of a running gateway, and publishing onto the ingest queue.
+
+use crate::auth::Identity;
+use crate::config::GatewayConfig;
+use crate::hub::Hub;
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::message::ENVELOPE_VERSION;
+use shared::protocol::{CommandError, ErrorCode};
+use shared::queue::Queue;
+use shared::shutdown::Shutdown;
+use shared::{ClientMsgId, Envelope, GatewayId, RoomId, Timestamp, UserId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Instant;
+use worker::Store;
+
+pub struct App {
+    pub config: GatewayConfig,
+    pub gateway: GatewayId,
+    pub queue: Arc<dyn Queue>,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub identity: Identity,
+    pub metrics: PrometheusHandle,
+    pub shutdown: Shutdown,
+    /// Open WebSocket connections.
+    pub connections: AtomicUsize,
+    pub next_conn: AtomicU64,
+}
+
+impl App {
+    /// Puts one message on the ingest queue; `Ok` only once the queue confirmed it.
+    /// A refusal, an error or no confirmation in time is `unavailable`: retry with the same id.
+    pub async fn publish(&self, room: RoomId, from: UserId, id: ClientMsgId, body: String) -> Result<(), CommandError> {
+        let env = Envelope {
+            v: ENVELOPE_VERSION,
+            id,
+            room,
+            from,
+            body,
+            sent_at: Timestamp::now(),
+            gateway: self.gateway.clone(),
+        };
+        let started = Instant::now();
+        let limit = self.config.limits.publish_timeout();
+        let result = tokio::time::timeout(limit, self.queue.publish(&env.room, env.to_json())).await;
+        metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
+        let reason = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no confirmation within {} ms", limit.as_millis()),
+        };
+        tracing::warn!(room = %env.room, id = %env.id, %reason, "publish failed");
+        metrics::counter!("courier_publish_failures_total").increment(1);
+        Err(CommandError::new(ErrorCode::Unavailable, "the queue did not confirm the message; retry with the same id"))
+    }
+}

@@ -1,0 +1,270 @@
+//! The hub: which connections are in which room, and in-order fan-out to them.
+//!
+//! Deliveries from the queue may arrive out of `seq` order (two workers finishing one
+//! room's messages in the other order). Each room forwards strictly in order; a message
+//! that comes early is held for `hold`, then released anyway, and each connection's
+//! writer fills the hole from the store. Each delivery is serialized once and its bytes
+//! are shared by every recipient.
+
+use axum::extract::ws::Utf8Bytes;
+use shared::queue::{QueueError, RoomBinding};
+use shared::{RoomId, StoredMessage};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tracing::warn;
+
+/// Identifies one WebSocket connection within this gateway.
+pub type ConnId = u64;
+
+/// Early arrivals one room holds at most before releasing them without waiting.
+const MAX_HELD: usize = 1024;
+
+/// What a connection's writer is asked to do, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A direct reply, written as is.
+    Frame(Utf8Bytes),
+    /// A join is under way: keep this room's live messages until `Joined`.
+    Joining(RoomId),
+    /// The join failed: forget the room without writing anything.
+    Abandon(RoomId),
+    /// Write `joined`, replay what `since` asks for, then go live.
+    Joined { room: RoomId, head: u64, since: Option<u64>, reference: Option<String> },
+    /// Stop this room's messages and write `left`.
+    Left { room: RoomId, reference: Option<String> },
+    /// One room message, in the room's order.
+    Live { room: RoomId, seq: u64, frame: Utf8Bytes },
+    /// Close the connection with this code.
+    Close(u16, &'static str),
+}
+
+/// A connection's entry in a room.
+#[derive(Clone)]
+pub struct Member {
+    pub tx: mpsc::Sender<Outbound>,
+    /// Notified when the connection must close because its buffer is full.
+    pub overflow: Arc<Notify>,
+}
+
+struct Room {
+    members: HashMap<ConnId, Member>,
+    /// The seq this room forwards next; unknown until its first delivery.
+    next: Option<u64>,
+    held: BTreeMap<u64, Utf8Bytes>,
+    held_since: Option<Instant>,
+}
+
+pub struct Hub {
+    rooms: Mutex<HashMap<RoomId, Room>>,
+    /// Serializes membership changes with their bind/unbind, so they reach the broker in order.
+    membership: tokio::sync::Mutex<()>,
+    binding: Box<dyn RoomBinding>,
+    hold: Duration,
+}
+
+impl Hub {
+    pub fn new(binding: Box<dyn RoomBinding>, hold: Duration) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            membership: tokio::sync::Mutex::new(()),
+            binding,
+            hold,
+        }
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Room>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a member; the first member of a room binds it at the broker first, so every
+    /// message stored after this returns is delivered here.
+    pub async fn join(&self, room: &RoomId, conn: ConnId, member: Member) -> Result<(), QueueError> {
+        let _order = self.membership.lock().await;
+        let known = self.rooms().contains_key(room);
+        if !known {
+            self.binding.bind(room).await?;
+        }
+        let mut rooms = self.rooms();
+        let entry = rooms.entry(room.clone()).or_insert_with(|| Room {
+            members: HashMap::new(),
+            next: None,
+            held: BTreeMap::new(),
+            held_since: None,
+        });
+        entry.members.insert(conn, member);
+        metrics::gauge!("courier_rooms").set(rooms.len() as f64);
+        Ok(())
+    }
+
+    /// Removes a member; the last one out unbinds the room.
+    pub async fn leave(&self, room: &RoomId, conn: ConnId) {
+        let _order = self.membership.lock().await;
+        let emptied = {
+            let mut rooms = self.rooms();
+            let emptied = match rooms.get_mut(room) {
+                Some(r) => {
+                    r.members.remove(&conn);
+                    r.members.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                rooms.remove(room);
+            }
+            metrics::gauge!("courier_rooms").set(rooms.len() as f64);
+            emptied
+        };
+        if emptied {
+            if let Err(e) = self.binding.unbind(room).await {
+                // Harmless: the gateway drops deliveries of rooms it has no members in.
+                warn!(%room, error = %e, "unbinding an empty room failed");
+            }
+        }
+    }
+
+    /// Hands one delivered message to the room's members, in seq order.
+    pub fn dispatch(&self, msg: &StoredMessage) {
+        let frame = Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize"));
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(&msg.room) else { return };
+        let next = room.next.unwrap_or(msg.seq);
+        if msg.seq < next {
+            return; // already forwarded (a redelivery, or released past while held)
+        }
+        if msg.seq > next {
+            room.held.insert(msg.seq, frame);
+            room.held_since.get_or_insert_with(Instant::now);
+            if room.held.len() > MAX_HELD {
+                room.release_held(&msg.room);
+            }
+            return;
+        }
+        room.forward(&msg.room, msg.seq, frame);
+        while let Some(frame) = room.next.and_then(|n| room.held.remove(&n)) {
+            let seq = room.next.expect("set by forward");
+            room.forward(&msg.room, seq, frame);
+        }
+        if room.held.is_empty() {
+            room.held_since = None;
+        }
+    }
+
+    /// Releases messages held longer than `hold`; writers fill the holes from the store.
+    pub fn release_expired(&self) {
+        let now = Instant::now();
+        let mut rooms = self.rooms();
+        for (id, room) in rooms.iter_mut() {
+            if room.held_since.is_some_and(|t| now.duration_since(t) >= self.hold) {
+                room.release_held(id);
+            }
+        }
+    }
+
+    /// Rooms with at least one member here.
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+}
+
+impl Room {
+    fn forward(&mut self, id: &RoomId, seq: u64, frame: Utf8Bytes) {
+        self.next = Some(seq + 1);
+        let mut delivered = 0u64;
+        for member in self.members.values() {
+            let item = Outbound::Live { room: id.clone(), seq, frame: frame.clone() };
+            match member.tx.try_send(item) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => member.overflow.notify_one(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        metrics::counter!("courier_deliveries_total").increment(delivered);
+    }
+
+    fn release_held(&mut self, id: &RoomId) {
+        for (seq, frame) in std::mem::take(&mut self.held) {
+            self.forward(id, seq, frame);
+        }
+        self.held_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use shared::{ClientMsgId, Enriched, Timestamp, UserId};
+
+    struct NoBinding;
+
+    #[async_trait]
+    impl RoomBinding for NoBinding {
+        async fn bind(&self, _: &RoomId) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn unbind(&self, _: &RoomId) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    fn msg(seq: u64) -> StoredMessage {
+        StoredMessage {
+            room: RoomId::parse("r").unwrap(),
+            seq,
+            id: ClientMsgId::parse(&format!("m{seq}")).unwrap(),
+            from: UserId::parse("u").unwrap(),
+            body: "b".into(),
+            sent_at: Timestamp::now(),
+            enriched: Enriched::default(),
+        }
+    }
+
+    fn seqs(rx: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Live { seq, .. }) = rx.try_recv() {
+            out.push(seq);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn reorders_and_drops_duplicates() {
+        let hub = Hub::new(Box::new(NoBinding), Duration::from_secs(60));
+        let (tx, mut rx) = mpsc::channel(16);
+        let room = RoomId::parse("r").unwrap();
+        hub.join(&room, 1, Member { tx, overflow: Arc::new(Notify::new()) }).await.unwrap();
+        for s in [1, 3, 2, 2, 5, 4, 1] {
+            hub.dispatch(&msg(s));
+        }
+        assert_eq!(seqs(&mut rx), [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn releases_held_messages_after_the_hold() {
+        let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
+        let (tx, mut rx) = mpsc::channel(16);
+        let room = RoomId::parse("r").unwrap();
+        hub.join(&room, 1, Member { tx, overflow: Arc::new(Notify::new()) }).await.unwrap();
+        hub.dispatch(&msg(1));
+        hub.dispatch(&msg(3));
+        assert_eq!(seqs(&mut rx), [1]);
+        hub.release_expired();
+        assert_eq!(seqs(&mut rx), [3]);
+        hub.dispatch(&msg(2)); // late: its hole was filled from the store
+        assert_eq!(seqs(&mut rx), Vec::<u64>::new());
+    }
+
+    #[tokio::test]
+    async fn full_buffer_signals_overflow() {
+        let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
+        let (tx, _rx) = mpsc::channel(1);
+        let overflow = Arc::new(Notify::new());
+        let room = RoomId::parse("r").unwrap();
+        hub.join(&room, 1, Member { tx, overflow: overflow.clone() }).await.unwrap();
+        hub.dispatch(&msg(1));
+        hub.dispatch(&msg(2));
+        tokio::time::timeout(Duration::from_secs(1), overflow.notified()).await.unwrap();
+    }
+}

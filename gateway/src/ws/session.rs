@@ -1,0 +1,190 @@
+//! A connection's reader: parses each command, runs it, queues the reply for the writer.
+
+use crate::app::App;
+use crate::hub::{ConnId, Member, Outbound};
+use crate::ratelimit::TokenBucket;
+use axum::extract::ws::{Message, Utf8Bytes};
+use futures_util::{Stream, StreamExt};
+use shared::protocol::{Command, CommandError, ErrorCode, Request, ServerEvent, parse_command};
+use shared::{RoomId, UserId};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc};
+
+/// Why the reader stopped.
+#[derive(Debug)]
+pub enum ReaderExit {
+    /// The client closed or the socket broke.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+pub struct Session {
+    pub app: Arc<App>,
+    pub user: UserId,
+    pub conn: ConnId,
+    pub tx: mpsc::Sender<Outbound>,
+    pub overflow: Arc<Notify>,
+    pub joined: HashSet<RoomId>,
+    pub bucket: TokenBucket,
+}
+
+impl Session {
+    /// Reads frames until the client leaves; a client silent for two heartbeats is closed.
+    pub async fn read<S>(&mut self, stream: &mut S) -> ReaderExit
+    where
+        S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        let idle = self.app.config.limits.heartbeat() * 2;
+        loop {
+            let frame = match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return ReaderExit::Close(1001, "no traffic for two heartbeats"),
+                Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return ReaderExit::Gone,
+                Ok(Some(Err(e))) => return read_error(e),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let text = match frame {
+                Message::Text(t) => t,
+                Message::Binary(_) => Utf8Bytes::from_static(""),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Close(_) => return ReaderExit::Gone,
+            };
+            if !self.command(&text).await {
+                return ReaderExit::Gone;
+            }
+        }
+    }
+
+    /// Runs one text frame; false when the writer is gone.
+    async fn command(&mut self, text: &str) -> bool {
+        let parsed = if text.is_empty() {
+            Err(CommandError::new(ErrorCode::BadRequest, "frames must be UTF-8 text holding one JSON object"))
+        } else {
+            parse_command(text)
+        };
+        let (kind, result) = match parsed {
+            Err(e) => ("invalid", Err(e)),
+            Ok(req) if !self.bucket.try_take() => {
+                metrics::counter!("courier_rate_limited_total").increment(1);
+                let mut e = CommandError::new(ErrorCode::RateLimited, "too many commands; slow down");
+                e.reference = req.reference.clone();
+                if let Command::Send { id, .. } = &req.command {
+                    e.id = Some(id.as_str().to_owned());
+                }
+                (req.command.kind(), Err(e))
+            }
+            Ok(req) => (req.command.kind(), self.run(req).await),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::counter!("courier_commands_total", "type" => kind, "result" => outcome).increment(1);
+        let item = match result {
+            Ok(Some(item)) => item,
+            Ok(None) => return true,
+            Err(e) => Outbound::Frame(e.to_event().to_json().into()),
+        };
+        self.tx.send(item).await.is_ok()
+    }
+
+    /// Runs a parsed command; `Ok(None)` when the reply was already queued.
+    async fn run(&mut self, req: Request) -> Result<Option<Outbound>, CommandError> {
+        let reference = req.reference;
+        let with_ref = |mut e: CommandError, id: Option<&str>| {
+            e.reference = reference.clone();
+            e.id = id.map(str::to_owned);
+            e
+        };
+        match req.command {
+            Command::Join { room, since } => self.join(room, since, reference.clone()).await.map_err(|e| with_ref(e, None)),
+            Command::Leave { room } => {
+                if self.joined.remove(&room) {
+                    self.app.hub.leave(&room, self.conn).await;
+                }
+                Ok(Some(Outbound::Left { room, reference }))
+            }
+            Command::Send { room, id, body } => {
+                if !self.joined.contains(&room) {
+                    return Err(with_ref(not_joined(&room), Some(id.as_str())));
+                }
+                match self.app.publish(room.clone(), self.user.clone(), id.clone(), body).await {
+                    Ok(()) => {
+                        metrics::counter!("courier_acks_total").increment(1);
+                        let ev = ServerEvent::Ack { room: &room, id: &id, reference: reference.as_deref() };
+                        Ok(Some(Outbound::Frame(ev.to_json().into())))
+                    }
+                    Err(e) => Err(with_ref(e, Some(id.as_str()))),
+                }
+            }
+            Command::History { room, before, limit } => {
+                if !self.joined.contains(&room) {
+                    return Err(with_ref(not_joined(&room), None));
+                }
+                let messages = self.app.store.before(&room, before, limit).await.map_err(|e| {
+                    tracing::error!(%room, error = %e, "history read failed");
+                    with_ref(CommandError::new(ErrorCode::Unavailable, "history is unavailable; retry shortly"), None)
+                })?;
+                let ev = ServerEvent::History { room: &room, messages: &messages, reference: reference.as_deref() };
+                Ok(Some(Outbound::Frame(ev.to_json().into())))
+            }
+            Command::Ping => Ok(Some(Outbound::Frame(ServerEvent::Pong { reference: reference.as_deref() }.to_json().into()))),
+        }
+    }
+
+    async fn join(&mut self, room: RoomId, since: Option<u64>, reference: Option<String>) -> Result<Option<Outbound>, CommandError> {
+        let unavailable = |what: &str| CommandError::new(ErrorCode::Unavailable, format!("cannot join now: {what}; retry shortly"));
+        let fresh = !self.joined.contains(&room);
+        if fresh {
+            let max = self.app.config.limits.max_rooms_per_connection as usize;
+            if self.joined.len() >= max {
+                return Err(CommandError::new(ErrorCode::BadRequest, format!("a connection may join at most {max} rooms")));
+            }
+            // Joining goes first, so live messages that race the join are kept, not lost.
+            if self.tx.send(Outbound::Joining(room.clone())).await.is_err() {
+                return Ok(None);
+            }
+            let member = Member { tx: self.tx.clone(), overflow: self.overflow.clone() };
+            if let Err(e) = self.app.hub.join(&room, self.conn, member).await {
+                tracing::warn!(%room, error = %e, "binding a room failed");
+                let _ = self.tx.send(Outbound::Abandon(room)).await;
+                return Err(unavailable("the queue is not answering"));
+            }
+        }
+        // Read after joining the hub: anything stored later is delivered live.
+        let head = match self.app.store.head(&room).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(%room, error = %e, "reading a room's head failed");
+                if fresh {
+                    self.app.hub.leave(&room, self.conn).await;
+                    let _ = self.tx.send(Outbound::Abandon(room)).await;
+                }
+                return Err(unavailable("the store is not answering"));
+            }
+        };
+        self.joined.insert(room.clone());
+        metrics::counter!("courier_joins_total").increment(1);
+        Ok(Some(Outbound::Joined { room, head, since, reference }))
+    }
+
+    /// Leaves every room; called once the connection is over.
+    pub async fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.joined) {
+            self.app.hub.leave(&room, self.conn).await;
+        }
+    }
+}
+
+fn not_joined(room: &RoomId) -> CommandError {
+    CommandError::new(ErrorCode::NotJoined, format!("join {room} first"))
+}
+
+fn read_error(e: axum::Error) -> ReaderExit {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => ReaderExit::Close(1009, "frame larger than 64 KiB"),
+        _ => ReaderExit::Gone,
+    }
+}

@@ -1,0 +1,225 @@
+//! A connection's writer: the only code that writes to the socket.
+//!
+//! It keeps, per joined room, the last `seq` it wrote. A live message at or below it is
+//! skipped (never the same seq twice); one beyond the next is preceded by the missing
+//! messages read from the store (never a gap). Replays for `join` with `since` go through
+//! the same cursor, which is what joins replay and live traffic without a seam.
+
+use crate::hub::Outbound;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use shared::protocol::{REPLAY_MAX, ServerEvent};
+use shared::shutdown::Shutdown;
+use shared::{RoomId, StoredMessage};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+use worker::Store;
+
+/// Longest a single socket write may take before the client is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Page size of store reads for replays and gap fills.
+const PAGE: u32 = 200;
+
+/// Why the writer stopped, and the close frame to send if any.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriterExit {
+    /// Every sender is gone: the reader ended.
+    Drained,
+    /// The socket cannot be written to.
+    Broken,
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+enum Cursor {
+    /// Joining: live messages wait here until the replay is written.
+    Joining(Vec<(u64, Utf8Bytes)>),
+    /// Last seq written.
+    Live(u64),
+}
+
+pub struct Writer<'a, S> {
+    sink: &'a mut S,
+    store: Store,
+    rooms: HashMap<RoomId, Cursor>,
+    /// Bound of a room's early-arrival list, the same as the outbound buffer.
+    max_early: usize,
+}
+
+impl<'a, S> Writer<'a, S>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    pub fn new(sink: &'a mut S, store: Store, max_early: usize) -> Self {
+        Self { sink, store, rooms: HashMap::new(), max_early }
+    }
+
+    /// Writes until the reader is gone, the buffer overflowed, or the gateway stops.
+    pub async fn run(
+        mut self,
+        rx: &mut mpsc::Receiver<Outbound>,
+        overflow: Arc<Notify>,
+        shutdown: Shutdown,
+        heartbeat: Duration,
+    ) -> WriterExit {
+        let stopping = shutdown.fired();
+        tokio::pin!(stopping);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = overflow.notified() => {
+                    metrics::counter!("courier_slow_consumer_closes_total").increment(1);
+                    return WriterExit::Close(1008, "outbound buffer full; reconnect with since");
+                }
+                _ = &mut stopping => return WriterExit::Close(1012, "gateway restarting; reconnect with since"),
+                item = rx.recv() => match item {
+                    Some(item) => self.handle(item).await,
+                    None => return WriterExit::Drained,
+                },
+                _ = ping.tick() => self.write(Message::Ping(Default::default())).await,
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    async fn handle(&mut self, item: Outbound) -> Result<(), WriterExit> {
+        match item {
+            Outbound::Frame(f) => self.text(f).await,
+            Outbound::Joining(room) => {
+                self.rooms.entry(room).or_insert_with(|| Cursor::Joining(Vec::new()));
+                Ok(())
+            }
+            Outbound::Abandon(room) => {
+                if matches!(self.rooms.get(&room), Some(Cursor::Joining(_))) {
+                    self.rooms.remove(&room);
+                }
+                Ok(())
+            }
+            Outbound::Joined { room, head, since, reference } => {
+                self.joined(room, head, since, reference).await
+            }
+            Outbound::Left { room, reference } => {
+                self.rooms.remove(&room);
+                let ev = ServerEvent::Left { room: &room, reference: reference.as_deref() };
+                self.text(ev.to_json().into()).await
+            }
+            Outbound::Live { room, seq, frame } => self.live(&room, seq, frame).await,
+            Outbound::Close(code, reason) => Err(WriterExit::Close(code, reason)),
+        }
+    }
+
+    async fn joined(
+        &mut self,
+        room: RoomId,
+        head: u64,
+        since: Option<u64>,
+        reference: Option<String>,
+    ) -> Result<(), WriterExit> {
+        let (had, early) = match self.rooms.remove(&room) {
+            Some(Cursor::Live(c)) => (Some(c), Vec::new()),
+            Some(Cursor::Joining(early)) => (None, early),
+            None => (None, Vec::new()),
+        };
+        // Replay (from, head]; never below what this connection already got.
+        let mut from = match since {
+            Some(s) => s.max(had.unwrap_or(0)).min(head),
+            None => had.unwrap_or(head),
+        };
+        let truncated = since.is_some() && head - from > REPLAY_MAX;
+        if truncated {
+            from = head - REPLAY_MAX;
+        }
+        let ev = ServerEvent::Joined { room: &room, head, truncated, reference: reference.as_deref() };
+        self.text(ev.to_json().into()).await?;
+        let mut cursor = from;
+        if since.is_some() {
+            cursor = self.write_from_store(&room, from, head).await?;
+        }
+        self.rooms.insert(room.clone(), Cursor::Live(cursor));
+        for (seq, frame) in early {
+            self.live(&room, seq, frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn live(&mut self, room: &RoomId, seq: u64, frame: Utf8Bytes) -> Result<(), WriterExit> {
+        let last = match self.rooms.get_mut(room) {
+            None => return Ok(()),
+            Some(Cursor::Joining(early)) => {
+                if early.len() >= self.max_early {
+                    return Err(WriterExit::Close(1008, "outbound buffer full; reconnect with since"));
+                }
+                early.push((seq, frame));
+                return Ok(());
+            }
+            Some(Cursor::Live(last)) => *last,
+        };
+        if seq <= last {
+            return Ok(());
+        }
+        if seq > last + 1 {
+            metrics::counter!("courier_gap_fills_total").increment(1);
+            let filled = self.write_from_store(room, last, seq - 1).await?;
+            self.rooms.insert(room.clone(), Cursor::Live(filled));
+            if filled + 1 != seq {
+                // The store must hold every seq below a delivered one; if it does not,
+                // closing (the client resumes with since) beats showing a gap.
+                tracing::error!(%room, after = filled, seq, "store is missing messages below a delivered seq");
+                return Err(WriterExit::Close(1011, "missing messages; reconnect with since"));
+            }
+        }
+        self.text(frame).await?;
+        self.rooms.insert(room.clone(), Cursor::Live(seq));
+        Ok(())
+    }
+
+    /// Writes stored messages with seq in (after, upto]; returns the last seq written.
+    async fn write_from_store(&mut self, room: &RoomId, after: u64, upto: u64) -> Result<u64, WriterExit> {
+        let mut last = after;
+        while last < upto {
+            let want = (upto - last).min(u64::from(PAGE)) as u32;
+            let page = self.store.after(room, last, want).await.map_err(|e| {
+                tracing::error!(%room, error = %e, "reading the store to replay or fill a gap failed");
+                WriterExit::Close(1011, "store unavailable; reconnect with since")
+            })?;
+            if page.is_empty() {
+                break;
+            }
+            for m in page.iter().filter(|m| m.seq <= upto) {
+                self.text(serialize(m)).await?;
+                last = m.seq;
+            }
+        }
+        Ok(last)
+    }
+
+    async fn text(&mut self, frame: Utf8Bytes) -> Result<(), WriterExit> {
+        metrics::counter!("courier_bytes_out_total").increment(frame.len() as u64);
+        self.write(Message::Text(frame)).await
+    }
+
+    async fn write(&mut self, msg: Message) -> Result<(), WriterExit> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriterExit::Broken),
+        }
+    }
+}
+
+fn serialize(m: &StoredMessage) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(m).expect("messages serialize"))
+}
+
+/// Sends a close frame, waiting at most a second for the socket to take it.
+pub async fn close<S>(sink: &mut S, code: u16, reason: &'static str)
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+}
