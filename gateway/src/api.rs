@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.config.api_token.as_deref() else {
-        return Err(ApiError::unauthorized("the HTTP API is disabled on this gateway (API_TOKEN is not set)"));
+        return Err(ApiError::unauthorized(
+            "the HTTP API is disabled on this gateway (API_TOKEN is not set)",
+        ));
     };
     match bearer(headers) {
         Some(given) if same_secret(given, expected) => Ok(()),
         Some(_) => Err(ApiError::unauthorized("wrong API token")),
-        None => Err(ApiError::unauthorized("send Authorization: Bearer <API_TOKEN>")),
+        None => Err(ApiError::unauthorized(
+            "send Authorization: Bearer <API_TOKEN>",
+        )),
     }
 }
 
@@ -48,14 +52,21 @@ pub async fn post_message(
     let v: Value = serde_json::from_slice(&body)
         .ok()
         .filter(Value::is_object)
-        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object with id, from and body"))?;
-    let id = ClientMsgId::parse(string_field(&v, "id")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("the body must be a JSON object with id, from and body")
+        })?;
+    let id = ClientMsgId::parse(string_field(&v, "id")?)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let from = UserId::parse(string_field(&v, "from")?)
         .map_err(|_| ApiError::bad_request("from must match [A-Za-z0-9_.:-]{1,64}"))?;
     let text = string_field(&v, "body")?;
     check_body(text)?;
-    app.publish(room.clone(), from, id.clone(), text.to_owned()).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "room": room, "id": id }))))
+    app.publish(room.clone(), from, id.clone(), text.to_owned())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "room": room, "id": id })),
+    ))
 }
 
 /// `GET /api/rooms/{room}/messages?since=N&limit=L`: messages with seq > since, oldest first.
@@ -70,7 +81,11 @@ pub async fn get_messages(
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
         params
             .get(name)
-            .map(|s| s.parse::<u64>().map_err(|_| ApiError::bad_request(format!("{name} must be a non-negative integer"))))
+            .map(|s| {
+                s.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("{name} must be a non-negative integer"))
+                })
+            })
             .transpose()
     };
     let since = number("since")?.unwrap_or(0);
@@ -79,6 +94,10 @@ pub async fn get_messages(
         Some(0) => return Err(ApiError::bad_request("limit must be at least 1")),
         Some(n) => n.min(u64::from(HISTORY_MAX_LIMIT)) as u32,
     };
-    let messages = app.store.after(&room, since, limit).await.map_err(|e| ApiError::store(&e))?;
+    let messages = app
+        .store
+        .after(&room, since, limit)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
     Ok(Json(json!({ "room": room, "messages": messages })))
 }

@@ -31,7 +31,13 @@ pub struct App {
 impl App {
     /// Puts one message on the ingest queue; `Ok` only once the queue confirmed it.
     /// A refusal, an error or no confirmation in time is `unavailable`: retry with the same id.
-    pub async fn publish(&self, room: RoomId, from: UserId, id: ClientMsgId, body: String) -> Result<(), CommandError> {
+    pub async fn publish(
+        &self,
+        room: RoomId,
+        from: UserId,
+        id: ClientMsgId,
+        body: String,
+    ) -> Result<(), CommandError> {
         let env = Envelope {
             v: ENVELOPE_VERSION,
             id,
@@ -43,7 +49,8 @@ impl App {
         };
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();
-        let result = tokio::time::timeout(limit, self.queue.publish(&env.room, env.to_json())).await;
+        let result =
+            tokio::time::timeout(limit, self.queue.publish(&env.room, env.to_json())).await;
         metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
         let reason = match result {
             Ok(Ok(())) => return Ok(()),
@@ -52,6 +59,9 @@ impl App {
         };
         tracing::warn!(room = %env.room, id = %env.id, %reason, "publish failed");
         metrics::counter!("courier_publish_failures_total").increment(1);
-        Err(CommandError::new(ErrorCode::Unavailable, "the queue did not confirm the message; retry with the same id"))
+        Err(CommandError::new(
+            ErrorCode::Unavailable,
+            "the queue did not confirm the message; retry with the same id",
+        ))
     }
 }

@@ -10,7 +10,7 @@ use shared::UserId;
 #[derive(Clone)]
 pub enum Identity {
     /// `JWT_SECRET` is set: a valid HS256 token is required.
-    Jwt { key: DecodingKey, validation: Validation },
+    Jwt(Box<(DecodingKey, Validation)>),
     /// Development: `?user=NAME` or a generated `guest-XXXX`.
     Open,
 }
@@ -27,24 +27,38 @@ impl Identity {
                 let mut validation = Validation::new(Algorithm::HS256);
                 validation.set_required_spec_claims(&["exp", "sub"]);
                 validation.leeway = 5;
-                Identity::Jwt { key: DecodingKey::from_secret(s.as_bytes()), validation }
+                Identity::Jwt(Box::new((
+                    DecodingKey::from_secret(s.as_bytes()),
+                    validation,
+                )))
             }
             None => Identity::Open,
         }
     }
 
     /// Resolves the user of an upgrade request, or the 401 to answer instead.
-    pub fn user(&self, token: Option<&str>, user: Option<&str>, headers: &HeaderMap) -> Result<UserId, ApiError> {
+    pub fn user(
+        &self,
+        token: Option<&str>,
+        user: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<UserId, ApiError> {
         match self {
-            Identity::Jwt { key, validation } => {
+            Identity::Jwt(jwt) => {
+                let (key, validation) = &**jwt;
                 let token = token
                     .map(str::to_owned)
                     .or_else(|| bearer(headers).map(str::to_owned))
-                    .ok_or_else(|| ApiError::unauthorized("a token is required: ?token= or Authorization: Bearer"))?;
+                    .ok_or_else(|| {
+                        ApiError::unauthorized(
+                            "a token is required: ?token= or Authorization: Bearer",
+                        )
+                    })?;
                 let data = jsonwebtoken::decode::<Claims>(&token, key, validation)
                     .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
-                UserId::parse(&data.claims.sub)
-                    .map_err(|_| ApiError::unauthorized("token sub must match [A-Za-z0-9_.:-]{1,64}"))
+                UserId::parse(&data.claims.sub).map_err(|_| {
+                    ApiError::unauthorized("token sub must match [A-Za-z0-9_.:-]{1,64}")
+                })
             }
             Identity::Open => match user {
                 Some(name) => UserId::parse(name)
@@ -60,7 +74,10 @@ impl Identity {
 
 /// The token of an `Authorization: Bearer` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }

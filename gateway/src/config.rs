@@ -47,8 +47,10 @@ pub struct GatewayConfig {
 /// Per-connection and per-process bounds.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Limits {
-    /// Frames waiting to be written to one WebSocket client; when a slow reader lets it
-    /// fill, the connection is closed with 1008 and the client catches up with `since`.
+    /// Frames waiting to be written to one WebSocket client. When it is full, room
+    /// messages are not queued for that client and it is resynced from the store once it
+    /// catches up; if its socket stays blocked meanwhile (it is not reading), it is
+    /// closed with 1008 and reconnects with `since`.
     #[arg(long, env = "OUTBOUND_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(8..=65_536))]
     pub outbound_buffer: u32,
 

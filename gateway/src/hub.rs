@@ -5,14 +5,19 @@
 //! that comes early is held for `hold`, then released anyway, and each connection's
 //! writer fills the hole from the store. Each delivery is serialized once and its bytes
 //! are shared by every recipient.
+//!
+//! The hub never waits for a connection: when a member's buffer is full the message is
+//! not queued for it and the member is marked lagging; its writer resyncs from the store
+//! once it has caught up (and closes with 1008 if its socket stays blocked meanwhile).
 
 use axum::extract::ws::Utf8Bytes;
 use shared::queue::{QueueError, RoomBinding};
 use shared::{RoomId, StoredMessage};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// Identifies one WebSocket connection within this gateway.
@@ -31,11 +36,23 @@ pub enum Outbound {
     /// The join failed: forget the room without writing anything.
     Abandon(RoomId),
     /// Write `joined`, replay what `since` asks for, then go live.
-    Joined { room: RoomId, head: u64, since: Option<u64>, reference: Option<String> },
+    Joined {
+        room: RoomId,
+        head: u64,
+        since: Option<u64>,
+        reference: Option<String>,
+    },
     /// Stop this room's messages and write `left`.
-    Left { room: RoomId, reference: Option<String> },
+    Left {
+        room: RoomId,
+        reference: Option<String>,
+    },
     /// One room message, in the room's order.
-    Live { room: RoomId, seq: u64, frame: Utf8Bytes },
+    Live {
+        room: RoomId,
+        seq: u64,
+        frame: Utf8Bytes,
+    },
     /// Close the connection with this code.
     Close(u16, &'static str),
 }
@@ -44,8 +61,8 @@ pub enum Outbound {
 #[derive(Clone)]
 pub struct Member {
     pub tx: mpsc::Sender<Outbound>,
-    /// Notified when the connection must close because its buffer is full.
-    pub overflow: Arc<Notify>,
+    /// Set when a message could not be queued because the buffer was full.
+    pub lagging: Arc<AtomicBool>,
 }
 
 struct Room {
@@ -80,7 +97,12 @@ impl Hub {
 
     /// Adds a member; the first member of a room binds it at the broker first, so every
     /// message stored after this returns is delivered here.
-    pub async fn join(&self, room: &RoomId, conn: ConnId, member: Member) -> Result<(), QueueError> {
+    pub async fn join(
+        &self,
+        room: &RoomId,
+        conn: ConnId,
+        member: Member,
+    ) -> Result<(), QueueError> {
         let _order = self.membership.lock().await;
         let known = self.rooms().contains_key(room);
         if !known {
@@ -116,11 +138,9 @@ impl Hub {
             metrics::gauge!("courier_rooms").set(rooms.len() as f64);
             emptied
         };
-        if emptied {
-            if let Err(e) = self.binding.unbind(room).await {
-                // Harmless: the gateway drops deliveries of rooms it has no members in.
-                warn!(%room, error = %e, "unbinding an empty room failed");
-            }
+        if emptied && let Err(e) = self.binding.unbind(room).await {
+            // Harmless: the gateway drops deliveries of rooms it has no members in.
+            warn!(%room, error = %e, "unbinding an empty room failed");
         }
     }
 
@@ -128,7 +148,9 @@ impl Hub {
     pub fn dispatch(&self, msg: &StoredMessage) {
         let frame = Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize"));
         let mut rooms = self.rooms();
-        let Some(room) = rooms.get_mut(&msg.room) else { return };
+        let Some(room) = rooms.get_mut(&msg.room) else {
+            return;
+        };
         let next = room.next.unwrap_or(msg.seq);
         if msg.seq < next {
             return; // already forwarded (a redelivery, or released past while held)
@@ -156,7 +178,10 @@ impl Hub {
         let now = Instant::now();
         let mut rooms = self.rooms();
         for (id, room) in rooms.iter_mut() {
-            if room.held_since.is_some_and(|t| now.duration_since(t) >= self.hold) {
+            if room
+                .held_since
+                .is_some_and(|t| now.duration_since(t) >= self.hold)
+            {
                 room.release_held(id);
             }
         }
@@ -173,10 +198,18 @@ impl Room {
         self.next = Some(seq + 1);
         let mut delivered = 0u64;
         for member in self.members.values() {
-            let item = Outbound::Live { room: id.clone(), seq, frame: frame.clone() };
+            let item = Outbound::Live {
+                room: id.clone(),
+                seq,
+                frame: frame.clone(),
+            };
             match member.tx.try_send(item) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => member.overflow.notify_one(),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !member.lagging.swap(true, Ordering::Relaxed) {
+                        metrics::counter!("courier_lagging_members_total").increment(1);
+                    }
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
@@ -234,7 +267,16 @@ mod tests {
         let hub = Hub::new(Box::new(NoBinding), Duration::from_secs(60));
         let (tx, mut rx) = mpsc::channel(16);
         let room = RoomId::parse("r").unwrap();
-        hub.join(&room, 1, Member { tx, overflow: Arc::new(Notify::new()) }).await.unwrap();
+        hub.join(
+            &room,
+            1,
+            Member {
+                tx,
+                lagging: Arc::default(),
+            },
+        )
+        .await
+        .unwrap();
         for s in [1, 3, 2, 2, 5, 4, 1] {
             hub.dispatch(&msg(s));
         }
@@ -246,7 +288,16 @@ mod tests {
         let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
         let (tx, mut rx) = mpsc::channel(16);
         let room = RoomId::parse("r").unwrap();
-        hub.join(&room, 1, Member { tx, overflow: Arc::new(Notify::new()) }).await.unwrap();
+        hub.join(
+            &room,
+            1,
+            Member {
+                tx,
+                lagging: Arc::default(),
+            },
+        )
+        .await
+        .unwrap();
         hub.dispatch(&msg(1));
         hub.dispatch(&msg(3));
         assert_eq!(seqs(&mut rx), [1]);
@@ -257,14 +308,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_buffer_signals_overflow() {
+    async fn a_full_buffer_marks_the_member_lagging_without_waiting() {
         let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
-        let (tx, _rx) = mpsc::channel(1);
-        let overflow = Arc::new(Notify::new());
+        let (tx, mut rx) = mpsc::channel(1);
+        let lagging = Arc::new(AtomicBool::new(false));
         let room = RoomId::parse("r").unwrap();
-        hub.join(&room, 1, Member { tx, overflow: overflow.clone() }).await.unwrap();
+        hub.join(
+            &room,
+            1,
+            Member {
+                tx,
+                lagging: lagging.clone(),
+            },
+        )
+        .await
+        .unwrap();
         hub.dispatch(&msg(1));
+        assert!(!lagging.load(Ordering::Relaxed));
         hub.dispatch(&msg(2));
-        tokio::time::timeout(Duration::from_secs(1), overflow.notified()).await.unwrap();
+        assert!(lagging.load(Ordering::Relaxed));
+        assert_eq!(seqs(&mut rx), [1]);
     }
 }

@@ -33,7 +33,11 @@ use worker::{Store, Worker};
 
 /// Serves on `listener` until `shutdown` fires, then drains: clients are told 1012,
 /// embedded workers finish the in-memory queue, and it returns.
-pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     let url = config.backend.queue_url()?;
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
@@ -48,7 +52,12 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Shutdow
 
     let subscription = queue.subscribe(&gateway).await?;
     let hub = Arc::new(Hub::new(subscription.rooms, config.limits.reorder_hold()));
-    let delivery = tokio::spawn(deliver(subscription.messages, hub.clone(), config.limits.reorder_hold(), shutdown.clone()));
+    let delivery = tokio::spawn(deliver(
+        subscription.messages,
+        hub.clone(),
+        config.limits.reorder_hold(),
+        shutdown.clone(),
+    ));
 
     let app = Arc::new(App {
         identity: auth::Identity::new(config.jwt_secret.as_deref()),
@@ -62,7 +71,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Shutdow
         connections: AtomicUsize::new(0),
         next_conn: AtomicU64::new(1),
     });
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     info!(%addr, gateway = %app.gateway, queue = %shared::config::redact_url(&app.config.backend.queue_url), "gateway listening");
 
     let served = axum::serve(listener, router(app.clone()))
@@ -88,7 +100,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, shutdown: Shutdow
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade))
-        .route("/api/rooms/{room}/messages", post(api::post_message).get(api::get_messages))
+        .route(
+            "/api/rooms/{room}/messages",
+            post(api::post_message).get(api::get_messages),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -97,7 +112,12 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// Feeds deliveries from the queue to the hub and releases held messages on time.
-async fn deliver(mut messages: mpsc::Receiver<Arc<shared::StoredMessage>>, hub: Arc<Hub>, hold: Duration, shutdown: Shutdown) {
+async fn deliver(
+    mut messages: mpsc::Receiver<Arc<shared::StoredMessage>>,
+    hub: Arc<Hub>,
+    hold: Duration,
+    shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(hold.max(Duration::from_millis(10)) / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -135,7 +155,10 @@ async fn drain(app: &App, queue: &dyn Queue, embedded: bool) {
             return;
         }
         if Instant::now() >= deadline {
-            tracing::error!(backlog, "stopping with messages still on the in-memory queue; they are lost (use a durable queue to avoid this)");
+            tracing::error!(
+                backlog,
+                "stopping with messages still on the in-memory queue; they are lost (use a durable queue to avoid this)"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

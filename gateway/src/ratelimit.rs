@@ -12,7 +12,12 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate: f64, burst: u32) -> Self {
-        Self { rate, burst: f64::from(burst), tokens: f64::from(burst), last: Instant::now() }
+        Self {
+            rate,
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
     }
 
     /// Takes one token; false when the bucket is empty.
@@ -41,7 +46,12 @@ mod tests {
     #[test]
     fn allows_burst_then_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket { rate: 20.0, burst: 50.0, tokens: 50.0, last: t0 };
+        let mut b = TokenBucket {
+            rate: 20.0,
+            burst: 50.0,
+            tokens: 50.0,
+            last: t0,
+        };
         assert_eq!((0..60).filter(|_| b.try_take_at(t0)).count(), 50);
         // One second later, 20 more.
         let t1 = t0 + Duration::from_secs(1);

@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(redact_url("amqp://guest:secret@h:5672/v"), "amqp://guest:***@h:5672/v");
+        assert_eq!(
+            redact_url("amqp://guest:secret@h:5672/v"),
+            "amqp://guest:***@h:5672/v"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://data/chat.db"), "sqlite://data/chat.db");
         assert_eq!(redact_url("memory"), "memory");

@@ -86,7 +86,11 @@ mod tests {
         assert_eq!(env.room.as_str(), "lobby");
         assert_eq!(String::from_utf8(env.to_json()).unwrap(), raw);
         let v2 = raw.replace("\"v\":1", "\"v\":2");
-        assert!(Envelope::from_json(v2.as_bytes()).unwrap_err().contains("version 2"));
+        assert!(
+            Envelope::from_json(v2.as_bytes())
+                .unwrap_err()
+                .contains("version 2")
+        );
     }
 
     #[test]

@@ -304,8 +304,18 @@ mod tests {
         let r = parse_command(r#"{"type":"send","room":"lobby","id":"c-1","body":"hi"}"#).unwrap();
         assert!(matches!(r.command, Command::Send { .. }));
         let r = parse_command(r#"{"type":"history","room":"lobby","limit":999}"#).unwrap();
-        assert!(matches!(r.command, Command::History { limit: 200, before: None, .. }));
-        assert_eq!(parse_command(r#"{"type":"ping"}"#).unwrap().command, Command::Ping);
+        assert!(matches!(
+            r.command,
+            Command::History {
+                limit: 200,
+                before: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_command(r#"{"type":"ping"}"#).unwrap().command,
+            Command::Ping
+        );
     }
 
     #[test]
@@ -314,12 +324,27 @@ mod tests {
         assert_eq!(code("[1,2]"), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"room":"x"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":"a","since":-1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"send","room":"a","id":"1","body":""}"#), ErrorCode::BadRequest);
-        let big = format!(r#"{{"type":"send","room":"a","id":"1","body":"{}"}}"#, "x".repeat(4097));
+        assert_eq!(
+            code(r#"{"type":"join","room":"a b"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","since":-1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"send","room":"a","id":"1","body":""}"#),
+            ErrorCode::BadRequest
+        );
+        let big = format!(
+            r#"{{"type":"send","room":"a","id":"1","body":"{}"}}"#,
+            "x".repeat(4097)
+        );
         assert_eq!(code(&big), ErrorCode::TooLarge);
-        let exact = format!(r#"{{"type":"send","room":"a","id":"1","body":"{}"}}"#, "é".repeat(2048));
+        let exact = format!(
+            r#"{{"type":"send","room":"a","id":"1","body":"{}"}}"#,
+            "é".repeat(2048)
+        );
         assert!(parse_command(&exact).is_ok());
     }
 
@@ -336,7 +361,12 @@ mod tests {
     #[test]
     fn events_match_the_contract() {
         let room = RoomId::parse("lobby").unwrap();
-        let ev = ServerEvent::Joined { room: &room, head: 7, truncated: false, reference: None };
+        let ev = ServerEvent::Joined {
+            room: &room,
+            head: 7,
+            truncated: false,
+            reference: None,
+        };
         assert_eq!(ev.to_json(), r#"{"type":"joined","room":"lobby","head":7}"#);
         let e = CommandError::new(ErrorCode::NotJoined, "join first");
         assert_eq!(

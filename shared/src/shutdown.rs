@@ -30,7 +30,9 @@ impl Trigger {
 
     /// A receiver for this trigger.
     pub fn subscribe(&self) -> Shutdown {
-        Shutdown { rx: self.tx.subscribe() }
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 
@@ -65,6 +67,29 @@ pub fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
     half + half * frac / 1000
 }
 
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,30 +111,11 @@ mod tests {
         for n in 0..40 {
             let d = backoff(n, Duration::from_millis(100), cap);
             assert!(d <= cap);
-            assert!(d >= Duration::from_millis(50).saturating_mul(1 << n.min(6)).min(cap / 2));
+            assert!(
+                d >= Duration::from_millis(50)
+                    .saturating_mul(1 << n.min(6))
+                    .min(cap / 2)
+            );
         }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub async fn signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

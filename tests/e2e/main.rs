@@ -1,1 +1,13 @@
-fn main(){}
+//! End-to-end tests: the real gateway (with embedded workers, the in-memory queue and
+//! SQLite) on 127.0.0.1:0, driven by real WebSocket and HTTP clients. One module per
+//! area of the wire contract in docs/protocol.md.
+
+mod helpers;
+
+mod failures;
+mod http;
+mod identity;
+mod limits;
+mod ordering;
+mod protocol;
+mod store;

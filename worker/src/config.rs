@@ -43,7 +43,11 @@ impl WorkerSettings {
 
 /// Everything the `worker` binary reads from flags and the environment.
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "worker", version, about = "courier worker: stores and enriches messages from the ingest queue and publishes them for delivery")]
+#[command(
+    name = "worker",
+    version,
+    about = "courier worker: stores and enriches messages from the ingest queue and publishes them for delivery"
+)]
 pub struct WorkerConfig {
     #[command(flatten)]
     pub backend: BackendConfig,

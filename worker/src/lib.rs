@@ -26,6 +26,12 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
         ));
     }
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
-    let store = Store::connect(&config.backend.database_url, config.settings.store_options()).await?;
-    Worker::new(queue, store, config.settings).run(shutdown).await
+    let store = Store::connect(
+        &config.backend.database_url,
+        config.settings.store_options(),
+    )
+    .await?;
+    Worker::new(queue, store, config.settings)
+        .run(shutdown)
+        .await
 }

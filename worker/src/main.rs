@@ -4,7 +4,7 @@ use clap::Parser;
 use worker::WorkerConfig;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let config = WorkerConfig::parse();
     shared::logging::init(&config.log_format);
     let (trigger, shutdown) = shared::shutdown::channel();
@@ -13,6 +13,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown signal received; finishing the batches in hand");
         trigger.fire();
     });
-    worker::run(config, shutdown).await?;
-    Ok(())
+    if let Err(e) = worker::run(config, shutdown).await {
+        tracing::error!("{e}");
+        eprintln!("worker: {e}");
+        std::process::exit(1);
+    }
 }

@@ -31,7 +31,12 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(queue: Arc<dyn Queue>, store: Store, settings: WorkerSettings) -> Self {
-        Self { queue, store, enrich: Arc::new(Pipeline::standard()), settings }
+        Self {
+            queue,
+            store,
+            enrich: Arc::new(Pipeline::standard()),
+            settings,
+        }
     }
 
     /// Runs `settings.workers` consumer loops until `shutdown`; each finishes its batch.
@@ -46,7 +51,9 @@ impl Worker {
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(Err(e)) => result = Err(e),
-                Err(panic) => error!(error = %panic, "worker loop panicked; its batch is redelivered"),
+                Err(panic) => {
+                    error!(error = %panic, "worker loop panicked; its batch is redelivered")
+                }
                 Ok(Ok(())) => {}
             }
         }
@@ -70,7 +77,9 @@ impl Worker {
                 }
                 Err(e) => {
                     warn!(worker = n, error = %e, "receiving from the ingest queue failed; retrying");
-                    shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await;
+                    shutdown
+                        .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
+                        .await;
                     failures += 1;
                 }
             }
@@ -87,7 +96,9 @@ impl Worker {
                 Err(e) if shutdown.is_fired() => return Err(e.into()),
                 Err(e) => {
                     warn!(error = %e, "opening an ingest consumer failed; retrying");
-                    shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await;
+                    shutdown
+                        .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
+                        .await;
                     failures += 1;
                 }
             }
@@ -103,7 +114,8 @@ impl Worker {
                 Ok(msg) => ready.push((d, msg)),
                 Err(reason) => {
                     warn!(attempt = d.attempt, %reason, "malformed envelope goes to the dead-letter place");
-                    metrics::counter!("courier_dead_letters_total", "reason" => "malformed").increment(1);
+                    metrics::counter!("courier_dead_letters_total", "reason" => "malformed")
+                        .increment(1);
                     if let Err(e) = d.dead_letter(&reason).await {
                         error!(error = %e, "dead-lettering failed; the message will be redelivered");
                     }
@@ -131,7 +143,10 @@ impl Worker {
     }
 
     async fn process_one(&self, d: Delivery, m: NewMessage, shutdown: &Shutdown) {
-        match self.store_waiting_out_outages(std::slice::from_ref(&m), shutdown).await {
+        match self
+            .store_waiting_out_outages(std::slice::from_ref(&m), shutdown)
+            .await
+        {
             Some(Ok(stored)) => self.publish_and_ack(vec![d], stored, shutdown).await,
             Some(Err(e)) => {
                 let reason = format!("store refused the message: {e}");
@@ -144,9 +159,12 @@ impl Worker {
                     }
                     Ok(Settled::DeadLettered) => {
                         error!(room = %m.room, id = %m.id, attempt, error = %e, "message failed every attempt; moved to the dead-letter place");
-                        metrics::counter!("courier_dead_letters_total", "reason" => "failed").increment(1);
+                        metrics::counter!("courier_dead_letters_total", "reason" => "failed")
+                            .increment(1);
                     }
-                    Err(qe) => error!(error = %qe, "handing a failed message back failed; it will be redelivered"),
+                    Err(qe) => {
+                        error!(error = %qe, "handing a failed message back failed; it will be redelivered")
+                    }
                 }
             }
             None => {}
@@ -154,10 +172,18 @@ impl Worker {
     }
 
     fn prepare(&self, d: &Delivery) -> Result<NewMessage, String> {
-        let env = Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
+        let env =
+            Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
         check_body(&env.body).map_err(|e| format!("invalid envelope body: {}", e.message))?;
         let (body, enriched) = self.enrich.run(&env.body);
-        Ok(NewMessage { room: env.room, id: env.id, from: env.from, body, sent_at: env.sent_at, enriched })
+        Ok(NewMessage {
+            room: env.room,
+            id: env.id,
+            from: env.from,
+            body,
+            sent_at: env.sent_at,
+            enriched,
+        })
     }
 
     /// `None` when shutdown came while the store was away.
@@ -171,36 +197,54 @@ impl Worker {
             let started = Instant::now();
             match self.store.store_batch(msgs).await {
                 Ok(stored) => {
-                    metrics::histogram!("courier_worker_store_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("courier_worker_store_seconds")
+                        .record(started.elapsed().as_secs_f64());
                     return Some(Ok(stored));
                 }
                 Err(e) if e.is_transient() => {
-                    metrics::counter!("courier_worker_store_errors_total", "kind" => "transient").increment(1);
+                    metrics::counter!("courier_worker_store_errors_total", "kind" => "transient")
+                        .increment(1);
                     warn!(error = %e, messages = msgs.len(), "store unavailable; holding the batch and retrying");
-                    if !shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await {
+                    if !shutdown
+                        .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
+                        .await
+                    {
                         return None;
                     }
                     failures += 1;
                 }
                 Err(e) => {
-                    metrics::counter!("courier_worker_store_errors_total", "kind" => "permanent").increment(1);
+                    metrics::counter!("courier_worker_store_errors_total", "kind" => "permanent")
+                        .increment(1);
                     return Some(Err(e));
                 }
             }
         }
     }
 
-    async fn publish_and_ack(&self, deliveries: Vec<Delivery>, stored: Vec<Stored>, shutdown: &Shutdown) {
+    async fn publish_and_ack(
+        &self,
+        deliveries: Vec<Delivery>,
+        stored: Vec<Stored>,
+        shutdown: &Shutdown,
+    ) {
         let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
         for s in stored {
-            let kind = if matches!(s, Stored::New(_)) { "stored" } else { "duplicate" };
+            let kind = if matches!(s, Stored::New(_)) {
+                "stored"
+            } else {
+                "duplicate"
+            };
             metrics::counter!("courier_worker_messages_total", "outcome" => kind).increment(1);
             messages.push(Arc::new(s.into_message()));
         }
         let mut failures = 0;
         while let Err(e) = self.queue.fan_out(&messages).await {
             warn!(error = %e, "fan-out failed; retrying (messages are stored)");
-            if !shutdown.sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP)).await {
+            if !shutdown
+                .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
+                .await
+            {
                 // Unacked, they come back, are found stored, and are fanned out then.
                 return;
             }

@@ -96,17 +96,30 @@ impl Store {
             reason: e.to_string(),
         };
         let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite { prepare_sqlite(url).map_err(|e| connect_err(&e))? } else { url.to_owned() };
+        let url = if sqlite {
+            prepare_sqlite(url).map_err(|e| connect_err(&e))?
+        } else {
+            url.to_owned()
+        };
         if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(connect_err(&"expected sqlite://PATH or postgres://..."));
         }
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { opts.max_connections.min(4) } else { opts.max_connections }.max(1))
+            .max_connections(
+                if sqlite {
+                    opts.max_connections.min(4)
+                } else {
+                    opts.max_connections
+                }
+                .max(1),
+            )
             .acquire_timeout(opts.acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -154,7 +167,11 @@ impl Store {
         let mut out: Vec<Option<Stored>> = vec![None; batch.len()];
         // Rooms in name order: two workers lock counter rows in the same order, no deadlock.
         for (room, idxs) in by_room {
-            let start: i64 = sqlx::query(LOCK_ROOM).bind(room).fetch_one(&mut *tx).await?.try_get(0)?;
+            let start: i64 = sqlx::query(LOCK_ROOM)
+                .bind(room)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
             let mut last = start;
             for i in idxs {
                 let m = &batch[i];
@@ -195,16 +212,26 @@ impl Store {
                 });
             }
             if last != start {
-                sqlx::query(SET_ROOM).bind(room).bind(last).execute(&mut *tx).await?;
+                sqlx::query(SET_ROOM)
+                    .bind(room)
+                    .bind(last)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
-        Ok(out.into_iter().map(|o| o.expect("every input has an outcome")).collect())
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every input has an outcome"))
+            .collect())
     }
 
     /// The highest stored seq of a room; 0 when it has none.
     pub async fn head(&self, room: &RoomId) -> Result<u64, Error> {
-        let row = sqlx::query(HEAD).bind(room.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(HEAD)
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(r) => r.try_get::<i64, _>(0)?.max(0) as u64,
             None => 0,
@@ -212,7 +239,12 @@ impl Store {
     }
 
     /// Up to `limit` messages with `seq > after`, oldest first.
-    pub async fn after(&self, room: &RoomId, after: u64, limit: u32) -> Result<Vec<StoredMessage>, Error> {
+    pub async fn after(
+        &self,
+        room: &RoomId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, Error> {
         let rows = sqlx::query(AFTER)
             .bind(room.as_str())
             .bind(clamp_i64(after))
@@ -261,14 +293,15 @@ fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
 
 /// Turns `sqlite://PATH[?query]` into a URL that creates the file, and creates its folder.
 fn prepare_sqlite(url: &str) -> Result<String, std::io::Error> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)?;
-            }
-        }
+    if path != ":memory:"
+        && let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
     }
     Ok(if query.contains("mode=") {
         url.to_owned()

@@ -17,8 +17,9 @@ use shared::UserId;
 use shared::protocol::ServerEvent;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use writer::{Writer, WriterExit};
 
 /// Largest WebSocket frame or message a client may send.
@@ -40,10 +41,14 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let user = app.identity.user(params.token.as_deref(), params.user.as_deref(), &headers)?;
+    let user = app
+        .identity
+        .user(params.token.as_deref(), params.user.as_deref(), &headers)?;
     let max = app.config.limits.max_connections as usize;
     if app.connections.load(Ordering::Relaxed) >= max || app.shutdown.is_fired() {
-        return Err(ApiError::unavailable("this gateway is full or stopping; try another"));
+        return Err(ApiError::unavailable(
+            "this gateway is full or stopping; try another",
+        ));
     }
     Ok(ws
         .read_buffer_size(READ_BUFFER)
@@ -75,8 +80,12 @@ async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
 
     let buffer = app.config.limits.outbound_buffer as usize;
     let (tx, mut rx) = mpsc::channel(buffer);
-    let overflow = Arc::new(Notify::new());
-    let hello = ServerEvent::Hello { user: &user, session: &session_id, gateway: &app.gateway };
+    let lagging = Arc::new(AtomicBool::new(false));
+    let hello = ServerEvent::Hello {
+        user: &user,
+        session: &session_id,
+        gateway: &app.gateway,
+    };
     let _ = tx.try_send(crate::hub::Outbound::Frame(hello.to_json().into()));
 
     let limits = &app.config.limits;
@@ -85,18 +94,18 @@ async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
         user,
         conn,
         tx,
-        overflow: overflow.clone(),
+        lagging: lagging.clone(),
         joined: HashSet::new(),
         bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
     };
     let (mut sink, mut stream) = socket.split();
-    let writer = Writer::new(&mut sink, app.store.clone(), buffer);
+    let writer = Writer::new(&mut sink, app.store.clone(), lagging, buffer);
     let exit = tokio::select! {
         r = session.read(&mut stream) => match r {
             ReaderExit::Gone => None,
             ReaderExit::Close(code, reason) => Some((code, reason)),
         },
-        w = writer.run(&mut rx, overflow, app.shutdown.clone(), limits.heartbeat()) => match w {
+        w = writer.run(&mut rx, app.shutdown.clone(), limits.heartbeat()) => match w {
             WriterExit::Drained | WriterExit::Broken => None,
             WriterExit::Close(code, reason) => Some((code, reason)),
         },

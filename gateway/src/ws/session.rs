@@ -9,7 +9,8 @@ use shared::protocol::{Command, CommandError, ErrorCode, Request, ServerEvent, p
 use shared::{RoomId, UserId};
 use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::AtomicBool;
+use tokio::sync::mpsc;
 
 /// Why the reader stopped.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ pub struct Session {
     pub user: UserId,
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
-    pub overflow: Arc<Notify>,
+    pub lagging: Arc<AtomicBool>,
     pub joined: HashSet<RoomId>,
     pub bucket: TokenBucket,
 }
@@ -59,7 +60,10 @@ impl Session {
     /// Runs one text frame; false when the writer is gone.
     async fn command(&mut self, text: &str) -> bool {
         let parsed = if text.is_empty() {
-            Err(CommandError::new(ErrorCode::BadRequest, "frames must be UTF-8 text holding one JSON object"))
+            Err(CommandError::new(
+                ErrorCode::BadRequest,
+                "frames must be UTF-8 text holding one JSON object",
+            ))
         } else {
             parse_command(text)
         };
@@ -67,7 +71,8 @@ impl Session {
             Err(e) => ("invalid", Err(e)),
             Ok(req) if !self.bucket.try_take() => {
                 metrics::counter!("courier_rate_limited_total").increment(1);
-                let mut e = CommandError::new(ErrorCode::RateLimited, "too many commands; slow down");
+                let mut e =
+                    CommandError::new(ErrorCode::RateLimited, "too many commands; slow down");
                 e.reference = req.reference.clone();
                 if let Command::Send { id, .. } = &req.command {
                     e.id = Some(id.as_str().to_owned());
@@ -80,7 +85,8 @@ impl Session {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        metrics::counter!("courier_commands_total", "type" => kind, "result" => outcome).increment(1);
+        metrics::counter!("courier_commands_total", "type" => kind, "result" => outcome)
+            .increment(1);
         let item = match result {
             Ok(Some(item)) => item,
             Ok(None) => return true,
@@ -98,7 +104,10 @@ impl Session {
             e
         };
         match req.command {
-            Command::Join { room, since } => self.join(room, since, reference.clone()).await.map_err(|e| with_ref(e, None)),
+            Command::Join { room, since } => self
+                .join(room, since, reference.clone())
+                .await
+                .map_err(|e| with_ref(e, None)),
             Command::Leave { room } => {
                 if self.joined.remove(&room) {
                     self.app.hub.leave(&room, self.conn).await;
@@ -109,43 +118,92 @@ impl Session {
                 if !self.joined.contains(&room) {
                     return Err(with_ref(not_joined(&room), Some(id.as_str())));
                 }
-                match self.app.publish(room.clone(), self.user.clone(), id.clone(), body).await {
+                match self
+                    .app
+                    .publish(room.clone(), self.user.clone(), id.clone(), body)
+                    .await
+                {
                     Ok(()) => {
                         metrics::counter!("courier_acks_total").increment(1);
-                        let ev = ServerEvent::Ack { room: &room, id: &id, reference: reference.as_deref() };
+                        let ev = ServerEvent::Ack {
+                            room: &room,
+                            id: &id,
+                            reference: reference.as_deref(),
+                        };
                         Ok(Some(Outbound::Frame(ev.to_json().into())))
                     }
                     Err(e) => Err(with_ref(e, Some(id.as_str()))),
                 }
             }
-            Command::History { room, before, limit } => {
+            Command::History {
+                room,
+                before,
+                limit,
+            } => {
                 if !self.joined.contains(&room) {
                     return Err(with_ref(not_joined(&room), None));
                 }
-                let messages = self.app.store.before(&room, before, limit).await.map_err(|e| {
-                    tracing::error!(%room, error = %e, "history read failed");
-                    with_ref(CommandError::new(ErrorCode::Unavailable, "history is unavailable; retry shortly"), None)
-                })?;
-                let ev = ServerEvent::History { room: &room, messages: &messages, reference: reference.as_deref() };
+                let messages = self
+                    .app
+                    .store
+                    .before(&room, before, limit)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(%room, error = %e, "history read failed");
+                        with_ref(
+                            CommandError::new(
+                                ErrorCode::Unavailable,
+                                "history is unavailable; retry shortly",
+                            ),
+                            None,
+                        )
+                    })?;
+                let ev = ServerEvent::History {
+                    room: &room,
+                    messages: &messages,
+                    reference: reference.as_deref(),
+                };
                 Ok(Some(Outbound::Frame(ev.to_json().into())))
             }
-            Command::Ping => Ok(Some(Outbound::Frame(ServerEvent::Pong { reference: reference.as_deref() }.to_json().into()))),
+            Command::Ping => Ok(Some(Outbound::Frame(
+                ServerEvent::Pong {
+                    reference: reference.as_deref(),
+                }
+                .to_json()
+                .into(),
+            ))),
         }
     }
 
-    async fn join(&mut self, room: RoomId, since: Option<u64>, reference: Option<String>) -> Result<Option<Outbound>, CommandError> {
-        let unavailable = |what: &str| CommandError::new(ErrorCode::Unavailable, format!("cannot join now: {what}; retry shortly"));
+    async fn join(
+        &mut self,
+        room: RoomId,
+        since: Option<u64>,
+        reference: Option<String>,
+    ) -> Result<Option<Outbound>, CommandError> {
+        let unavailable = |what: &str| {
+            CommandError::new(
+                ErrorCode::Unavailable,
+                format!("cannot join now: {what}; retry shortly"),
+            )
+        };
         let fresh = !self.joined.contains(&room);
         if fresh {
             let max = self.app.config.limits.max_rooms_per_connection as usize;
             if self.joined.len() >= max {
-                return Err(CommandError::new(ErrorCode::BadRequest, format!("a connection may join at most {max} rooms")));
+                return Err(CommandError::new(
+                    ErrorCode::BadRequest,
+                    format!("a connection may join at most {max} rooms"),
+                ));
             }
             // Joining goes first, so live messages that race the join are kept, not lost.
             if self.tx.send(Outbound::Joining(room.clone())).await.is_err() {
                 return Ok(None);
             }
-            let member = Member { tx: self.tx.clone(), overflow: self.overflow.clone() };
+            let member = Member {
+                tx: self.tx.clone(),
+                lagging: self.lagging.clone(),
+            };
             if let Err(e) = self.app.hub.join(&room, self.conn, member).await {
                 tracing::warn!(%room, error = %e, "binding a room failed");
                 let _ = self.tx.send(Outbound::Abandon(room)).await;
@@ -166,7 +224,12 @@ impl Session {
         };
         self.joined.insert(room.clone());
         metrics::counter!("courier_joins_total").increment(1);
-        Ok(Some(Outbound::Joined { room, head, since, reference }))
+        Ok(Some(Outbound::Joined {
+            room,
+            head,
+            since,
+            reference,
+        }))
     }
 
     /// Leaves every room; called once the connection is over.
@@ -184,7 +247,9 @@ fn not_joined(room: &RoomId) -> CommandError {
 fn read_error(e: axum::Error) -> ReaderExit {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => ReaderExit::Close(1009, "frame larger than 64 KiB"),
+        Some(tungstenite::Error::Capacity(_)) => {
+            ReaderExit::Close(1009, "frame larger than 64 KiB")
+        }
         _ => ReaderExit::Gone,
     }
 }

@@ -4,6 +4,11 @@
 //! skipped (never the same seq twice); one beyond the next is preceded by the missing
 //! messages read from the store (never a gap). Replays for `join` with `since` go through
 //! the same cursor, which is what joins replay and live traffic without a seam.
+//!
+//! When the hub could not queue a message because the buffer was full, the connection
+//! is lagging: once the writer has drained its buffer it reads each room's head and
+//! writes what it missed from the store. A write that stays blocked while the
+//! connection lags means the client is not reading: it is closed with 1008.
 
 use crate::hub::Outbound;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -13,12 +18,15 @@ use shared::shutdown::Shutdown;
 use shared::{RoomId, StoredMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use worker::Store;
 
 /// Longest a single socket write may take before the client is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a blocked write checks whether the connection fell behind.
+const BLOCKED_CHECK: Duration = Duration::from_millis(100);
 /// Page size of store reads for replays and gap fills.
 const PAGE: u32 = 200;
 
@@ -42,6 +50,7 @@ enum Cursor {
 
 pub struct Writer<'a, S> {
     sink: &'a mut S,
+    lagging: Arc<AtomicBool>,
     store: Store,
     rooms: HashMap<RoomId, Cursor>,
     /// Bound of a room's early-arrival list, the same as the outbound buffer.
@@ -52,15 +61,20 @@ impl<'a, S> Writer<'a, S>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    pub fn new(sink: &'a mut S, store: Store, max_early: usize) -> Self {
-        Self { sink, store, rooms: HashMap::new(), max_early }
+    pub fn new(sink: &'a mut S, store: Store, lagging: Arc<AtomicBool>, max_early: usize) -> Self {
+        Self {
+            sink,
+            lagging,
+            store,
+            rooms: HashMap::new(),
+            max_early,
+        }
     }
 
     /// Writes until the reader is gone, the buffer overflowed, or the gateway stops.
     pub async fn run(
         mut self,
         rx: &mut mpsc::Receiver<Outbound>,
-        overflow: Arc<Notify>,
         shutdown: Shutdown,
         heartbeat: Duration,
     ) -> WriterExit {
@@ -70,10 +84,6 @@ where
         loop {
             let step = tokio::select! {
                 biased;
-                _ = overflow.notified() => {
-                    metrics::counter!("courier_slow_consumer_closes_total").increment(1);
-                    return WriterExit::Close(1008, "outbound buffer full; reconnect with since");
-                }
                 _ = &mut stopping => return WriterExit::Close(1012, "gateway restarting; reconnect with since"),
                 item = rx.recv() => match item {
                     Some(item) => self.handle(item).await,
@@ -84,14 +94,48 @@ where
             if let Err(exit) = step {
                 return exit;
             }
+            if rx.is_empty()
+                && self.lagging.swap(false, Ordering::Relaxed)
+                && let Err(exit) = self.resync().await
+            {
+                return exit;
+            }
         }
+    }
+
+    /// Writes, for every live room, what was stored beyond the cursor.
+    async fn resync(&mut self) -> Result<(), WriterExit> {
+        metrics::counter!("courier_resyncs_total").increment(1);
+        let live: Vec<(RoomId, u64)> = self
+            .rooms
+            .iter()
+            .filter_map(|(room, c)| match c {
+                Cursor::Live(last) => Some((room.clone(), *last)),
+                Cursor::Joining(_) => None,
+            })
+            .collect();
+        for (room, last) in live {
+            let head = self.store.head(&room).await.map_err(|e| {
+                tracing::error!(%room, error = %e, "reading a room's head to resync failed");
+                WriterExit::Close(1011, "store unavailable; reconnect with since")
+            })?;
+            if head > last {
+                let upto = self.write_from_store(&room, last, head).await?;
+                if let Some(Cursor::Live(c)) = self.rooms.get_mut(&room) {
+                    *c = (*c).max(upto);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn handle(&mut self, item: Outbound) -> Result<(), WriterExit> {
         match item {
             Outbound::Frame(f) => self.text(f).await,
             Outbound::Joining(room) => {
-                self.rooms.entry(room).or_insert_with(|| Cursor::Joining(Vec::new()));
+                self.rooms
+                    .entry(room)
+                    .or_insert_with(|| Cursor::Joining(Vec::new()));
                 Ok(())
             }
             Outbound::Abandon(room) => {
@@ -100,12 +144,18 @@ where
                 }
                 Ok(())
             }
-            Outbound::Joined { room, head, since, reference } => {
-                self.joined(room, head, since, reference).await
-            }
+            Outbound::Joined {
+                room,
+                head,
+                since,
+                reference,
+            } => self.joined(room, head, since, reference).await,
             Outbound::Left { room, reference } => {
                 self.rooms.remove(&room);
-                let ev = ServerEvent::Left { room: &room, reference: reference.as_deref() };
+                let ev = ServerEvent::Left {
+                    room: &room,
+                    reference: reference.as_deref(),
+                };
                 self.text(ev.to_json().into()).await
             }
             Outbound::Live { room, seq, frame } => self.live(&room, seq, frame).await,
@@ -134,7 +184,12 @@ where
         if truncated {
             from = head - REPLAY_MAX;
         }
-        let ev = ServerEvent::Joined { room: &room, head, truncated, reference: reference.as_deref() };
+        let ev = ServerEvent::Joined {
+            room: &room,
+            head,
+            truncated,
+            reference: reference.as_deref(),
+        };
         self.text(ev.to_json().into()).await?;
         let mut cursor = from;
         if since.is_some() {
@@ -151,10 +206,12 @@ where
         let last = match self.rooms.get_mut(room) {
             None => return Ok(()),
             Some(Cursor::Joining(early)) => {
+                // Beyond the bound, drop and resync from the store later.
                 if early.len() >= self.max_early {
-                    return Err(WriterExit::Close(1008, "outbound buffer full; reconnect with since"));
+                    self.lagging.store(true, Ordering::Relaxed);
+                } else {
+                    early.push((seq, frame));
                 }
-                early.push((seq, frame));
                 return Ok(());
             }
             Some(Cursor::Live(last)) => *last,
@@ -170,7 +227,10 @@ where
                 // The store must hold every seq below a delivered one; if it does not,
                 // closing (the client resumes with since) beats showing a gap.
                 tracing::error!(%room, after = filled, seq, "store is missing messages below a delivered seq");
-                return Err(WriterExit::Close(1011, "missing messages; reconnect with since"));
+                return Err(WriterExit::Close(
+                    1011,
+                    "missing messages; reconnect with since",
+                ));
             }
         }
         self.text(frame).await?;
@@ -179,7 +239,12 @@ where
     }
 
     /// Writes stored messages with seq in (after, upto]; returns the last seq written.
-    async fn write_from_store(&mut self, room: &RoomId, after: u64, upto: u64) -> Result<u64, WriterExit> {
+    async fn write_from_store(
+        &mut self,
+        room: &RoomId,
+        after: u64,
+        upto: u64,
+    ) -> Result<u64, WriterExit> {
         let mut last = after;
         while last < upto {
             let want = (upto - last).min(u64::from(PAGE)) as u32;
@@ -203,23 +268,49 @@ where
         self.write(Message::Text(frame)).await
     }
 
+    /// Writes one frame. A write the socket does not take while the connection lags means
+    /// the client stopped reading: give up on it with 1008 (the close frame then queues
+    /// behind the frame in flight).
     async fn write(&mut self, msg: Message) -> Result<(), WriterExit> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(WriterExit::Broken),
+        let send = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg));
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut send => {
+                    return match r {
+                        Ok(Ok(())) => Ok(()),
+                        _ => Err(WriterExit::Broken),
+                    };
+                }
+                _ = tokio::time::sleep(BLOCKED_CHECK) => {
+                    if self.lagging.load(Ordering::Relaxed) {
+                        return Err(slow_consumer());
+                    }
+                }
+            }
         }
     }
+}
+
+fn slow_consumer() -> WriterExit {
+    metrics::counter!("courier_slow_consumer_closes_total").increment(1);
+    WriterExit::Close(1008, "outbound buffer full; reconnect with since")
 }
 
 fn serialize(m: &StoredMessage) -> Utf8Bytes {
     Utf8Bytes::from(serde_json::to_string(m).expect("messages serialize"))
 }
 
-/// Sends a close frame, waiting at most a second for the socket to take it.
+/// Sends a close frame. It waits behind whatever a slow reader has not taken yet, up to
+/// the write timeout, so a reader that is slow but alive still learns why it was closed.
 pub async fn close<S>(sink: &mut S, code: u16, reason: &'static str)
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }

@@ -3,7 +3,7 @@
 
 use super::{Consumer, Delivery, Queue, QueueOptions, Settled};
 use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
-use crate::message::{Enriched, Envelope, ENVELOPE_VERSION, StoredMessage};
+use crate::message::{ENVELOPE_VERSION, Enriched, Envelope, StoredMessage};
 use crate::time::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,7 +49,9 @@ pub fn envelope(room: &str, id: &str) -> Envelope {
 
 async fn publish(q: &dyn Queue, room: &str, id: &str) {
     let env = envelope(room, id);
-    q.publish(&env.room, env.to_json()).await.expect("publish is confirmed");
+    q.publish(&env.room, env.to_json())
+        .await
+        .expect("publish is confirmed");
 }
 
 /// Receives until `n` deliveries arrived or `within` passed.
@@ -63,7 +65,11 @@ pub async fn collect(c: &mut dyn Consumer, n: usize, within: Duration) -> Vec<De
 }
 
 fn id_of(d: &Delivery) -> String {
-    Envelope::from_json(&d.payload).unwrap().id.as_str().to_owned()
+    Envelope::from_json(&d.payload)
+        .unwrap()
+        .id
+        .as_str()
+        .to_owned()
 }
 
 async fn publish_receive_ack(q: Arc<dyn Queue>) {
@@ -73,8 +79,15 @@ async fn publish_receive_ack(q: Arc<dyn Queue>) {
     let mut c = q.consumer().await.unwrap();
     let got = collect(&mut *c, 3, Duration::from_secs(10)).await;
     let ids: Vec<String> = got.iter().map(id_of).collect();
-    assert_eq!(ids, ["m0", "m1", "m2"], "one room's messages come in publish order");
-    assert!(got.iter().all(|d| d.attempt == 1), "first delivery is attempt 1");
+    assert_eq!(
+        ids,
+        ["m0", "m1", "m2"],
+        "one room's messages come in publish order"
+    );
+    assert!(
+        got.iter().all(|d| d.attempt == 1),
+        "first delivery is attempt 1"
+    );
     Delivery::ack_all(got).await.unwrap();
     let again = collect(&mut *c, 1, Duration::from_millis(1500)).await;
     assert!(again.is_empty(), "acked messages are gone: {again:?}");
@@ -101,11 +114,23 @@ async fn batches_hold_every_message_once(q: Arc<dyn Queue>) {
 async fn retry_redelivers_after_its_delay(q: Arc<dyn Queue>) {
     publish(&*q, "room-r", "r1").await;
     let mut c = q.consumer().await.unwrap();
-    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .unwrap();
     let started = Instant::now();
-    assert_eq!(d.retry(Duration::from_secs(1), "test").await.unwrap(), Settled::Retrying);
-    let again = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("redelivered");
-    assert!(started.elapsed() >= Duration::from_millis(800), "not before its delay");
+    assert_eq!(
+        d.retry(Duration::from_secs(1), "test").await.unwrap(),
+        Settled::Retrying
+    );
+    let again = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("redelivered");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "not before its delay"
+    );
     assert_eq!(id_of(&again), "r1");
     assert_eq!(again.attempt, 2);
     again.ack().await.unwrap();
@@ -115,24 +140,46 @@ async fn dead_letters_after_max_attempts(q: Arc<dyn Queue>) {
     publish(&*q, "room-d", "poison").await;
     let mut c = q.consumer().await.unwrap();
     for attempt in 1..=3 {
-        let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("delivered");
+        let d = collect(&mut *c, 1, Duration::from_secs(10))
+            .await
+            .pop()
+            .expect("delivered");
         assert_eq!(d.attempt, attempt);
-        let expected = if attempt < 3 { Settled::Retrying } else { Settled::DeadLettered };
-        assert_eq!(d.retry(Duration::from_millis(100), "always fails").await.unwrap(), expected);
+        let expected = if attempt < 3 {
+            Settled::Retrying
+        } else {
+            Settled::DeadLettered
+        };
+        assert_eq!(
+            d.retry(Duration::from_millis(100), "always fails")
+                .await
+                .unwrap(),
+            expected
+        );
     }
     let after = collect(&mut *c, 1, Duration::from_millis(1500)).await;
     assert!(after.is_empty(), "a dead letter is not delivered again");
     let dead = wait_dead(&*q, 1).await;
-    assert_eq!(Envelope::from_json(&dead[0].payload).unwrap().id.as_str(), "poison");
+    assert_eq!(
+        Envelope::from_json(&dead[0].payload).unwrap().id.as_str(),
+        "poison"
+    );
 }
 
 async fn dead_letter_now(q: Arc<dyn Queue>) {
     publish(&*q, "room-x", "bad").await;
     let mut c = q.consumer().await.unwrap();
-    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .unwrap();
     d.dead_letter("malformed").await.unwrap();
     assert_eq!(wait_dead(&*q, 1).await.len(), 1);
-    assert!(collect(&mut *c, 1, Duration::from_millis(1500)).await.is_empty());
+    assert!(
+        collect(&mut *c, 1, Duration::from_millis(1500))
+            .await
+            .is_empty()
+    );
 }
 
 async fn wait_dead(q: &dyn Queue, n: usize) -> Vec<super::DeadLetter> {
@@ -150,9 +197,15 @@ async fn wait_dead(q: &dyn Queue, n: usize) -> Vec<super::DeadLetter> {
 async fn abandoned_delivery_comes_back(q: Arc<dyn Queue>) {
     publish(&*q, "room-c", "crash").await;
     let mut c = q.consumer().await.unwrap();
-    let d = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().unwrap();
+    let d = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .unwrap();
     drop(d); // a worker that died holding it
-    let again = collect(&mut *c, 1, Duration::from_secs(10)).await.pop().expect("redelivered");
+    let again = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("redelivered");
     assert_eq!(id_of(&again), "crash");
     assert!(again.attempt >= 2);
     again.ack().await.unwrap();
@@ -174,12 +227,20 @@ fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
 async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
     let r1 = RoomId::parse("fan-1").unwrap();
     let r2 = RoomId::parse("fan-2").unwrap();
-    let mut a = q.subscribe(&GatewayId::from_string("gw-a".into())).await.unwrap();
-    let mut b = q.subscribe(&GatewayId::from_string("gw-b".into())).await.unwrap();
+    let mut a = q
+        .subscribe(&GatewayId::from_string("gw-a".into()))
+        .await
+        .unwrap();
+    let mut b = q
+        .subscribe(&GatewayId::from_string("gw-b".into()))
+        .await
+        .unwrap();
     a.rooms.bind(&r1).await.unwrap();
     b.rooms.bind(&r1).await.unwrap();
     b.rooms.bind(&r2).await.unwrap();
-    q.fan_out(&[stored("fan-1", 1), stored("fan-2", 1)]).await.unwrap();
+    q.fan_out(&[stored("fan-1", 1), stored("fan-2", 1)])
+        .await
+        .unwrap();
     let wait = Duration::from_secs(5);
     let got_a = timeout(wait, a.messages.recv()).await.unwrap().unwrap();
     assert_eq!((got_a.room.as_str(), got_a.seq), ("fan-1", 1));
@@ -191,7 +252,9 @@ async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
     got_b.sort();
     assert_eq!(got_b, [("fan-1".to_owned(), 1), ("fan-2".to_owned(), 1)]);
     assert!(
-        timeout(Duration::from_millis(500), a.messages.recv()).await.is_err(),
+        timeout(Duration::from_millis(500), a.messages.recv())
+            .await
+            .is_err(),
         "a gateway gets only rooms it bound"
     );
     a.rooms.unbind(&r1).await.unwrap();
@@ -199,7 +262,9 @@ async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
     let m = timeout(wait, b.messages.recv()).await.unwrap().unwrap();
     assert_eq!(m.seq, 2);
     assert!(
-        timeout(Duration::from_millis(500), a.messages.recv()).await.is_err(),
+        timeout(Duration::from_millis(500), a.messages.recv())
+            .await
+            .is_err(),
         "unbound rooms stop arriving"
     );
 }

@@ -133,14 +133,26 @@ impl Queue for MemoryQueue {
     }
 
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
-        let targets: Vec<(Arc<Mutex<HashSet<RoomId>>>, mpsc::Sender<Arc<StoredMessage>>)> = {
-            let mut subs = self.inner.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let targets: Vec<(
+            Arc<Mutex<HashSet<RoomId>>>,
+            mpsc::Sender<Arc<StoredMessage>>,
+        )> = {
+            let mut subs = self
+                .inner
+                .subscribers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             subs.retain(|s| !s.tx.is_closed());
-            subs.iter().map(|s| (s.rooms.clone(), s.tx.clone())).collect()
+            subs.iter()
+                .map(|s| (s.rooms.clone(), s.tx.clone()))
+                .collect()
         };
         for (rooms, tx) in targets {
             for m in messages {
-                let bound = rooms.lock().unwrap_or_else(|e| e.into_inner()).contains(&m.room);
+                let bound = rooms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&m.room);
                 // A closed receiver is a gateway that went away: nothing is owed to it.
                 if bound && tx.send(m.clone()).await.is_err() {
                     break;
@@ -187,12 +199,18 @@ struct MemoryBinding {
 #[async_trait]
 impl RoomBinding for MemoryBinding {
     async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.clone());
         Ok(())
     }
 
     async fn unbind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).remove(room);
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
         Ok(())
     }
 }
@@ -238,7 +256,12 @@ impl MemoryConsumer {
             let payload = item.payload.clone();
             let attempt = item.attempts;
             st.in_flight.insert(tag, item);
-            out.push(Delivery::new(payload, attempt, Box::new(tag), settle.clone()));
+            out.push(Delivery::new(
+                payload,
+                attempt,
+                Box::new(tag),
+                settle.clone(),
+            ));
         }
         out
     }

@@ -215,7 +215,11 @@ impl Delivery {
 
     fn take(mut self) -> (Token, Arc<dyn Settle>, Vec<u8>) {
         let token = self.token.take().expect("a delivery is settled once");
-        (token, self.settle.clone(), std::mem::take(&mut self.payload))
+        (
+            token,
+            self.settle.clone(),
+            std::mem::take(&mut self.payload),
+        )
     }
 
     pub async fn ack(self) -> Result<(), QueueError> {

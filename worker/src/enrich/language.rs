@@ -28,7 +28,11 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> Option<String> {
-        let mut d = Draft { original: text, body: text.into(), enriched: Default::default() };
+        let mut d = Draft {
+            original: text,
+            body: text.into(),
+            enriched: Default::default(),
+        };
         Language.apply(&mut d);
         d.enriched.lang
     }
@@ -36,8 +40,16 @@ mod tests {
     #[test]
     fn detects_reliable_languages_only() {
         assert_eq!(run("I think we should meet tomorrow morning to discuss the new project plan with the whole team").as_deref(), Some("eng"));
-        assert_eq!(run("Der schnelle braune Fuchs springt über den faulen Hund und läuft weiter").as_deref(), Some("deu"));
+        assert_eq!(
+            run("Der schnelle braune Fuchs springt über den faulen Hund und läuft weiter")
+                .as_deref(),
+            Some("deu")
+        );
         assert_eq!(run("ok"), None);
-        assert_eq!(run("The quick brown fox jumps over the lazy dog"), None, "unsure is null");
+        assert_eq!(
+            run("The quick brown fox jumps over the lazy dog"),
+            None,
+            "unsure is null"
+        );
     }
 }

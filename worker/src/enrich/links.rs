@@ -47,8 +47,15 @@ mod tests {
     #[test]
     fn finds_web_links_once() {
         let text = "see https://example.org and http://example.com/c?d=1, again https://example.org; javascript:alert(1) www.x.com";
-        let mut d = Draft { original: text, body: text.into(), enriched: Default::default() };
+        let mut d = Draft {
+            original: text,
+            body: text.into(),
+            enriched: Default::default(),
+        };
         Links::new().apply(&mut d);
-        assert_eq!(d.enriched.links, ["https://example.org", "http://example.com/c?d=1"]);
+        assert_eq!(
+            d.enriched.links,
+            ["https://example.org", "http://example.com/c?d=1"]
+        );
     }
 }

@@ -27,15 +27,24 @@ impl Stage for MentionsAndHashtags {
         let in_link = |i: usize| links.iter().any(|&(s, e)| i >= s && i < e);
         let mut prev: Option<char> = None;
         for (i, c) in text.char_indices() {
-            let boundary = prev.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '@' || p == '#'));
+            let boundary =
+                prev.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '@' || p == '#'));
             prev = Some(c);
             if !boundary || in_link(i) || (c != '@' && c != '#') {
                 continue;
             }
             let rest = &text[i + 1..];
-            let found = if c == '@' { mention(rest) } else { hashtag(rest) };
+            let found = if c == '@' {
+                mention(rest)
+            } else {
+                hashtag(rest)
+            };
             let Some(word) = found else { continue };
-            let list = if c == '@' { &mut draft.enriched.mentions } else { &mut draft.enriched.hashtags };
+            let list = if c == '@' {
+                &mut draft.enriched.mentions
+            } else {
+                &mut draft.enriched.hashtags
+            };
             if list.len() < MAX_ITEMS && !list.iter().any(|w| w == word) {
                 list.push(word.to_owned());
             }
@@ -65,7 +74,11 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> (Vec<String>, Vec<String>) {
-        let mut d = Draft { original: text, body: text.into(), enriched: Default::default() };
+        let mut d = Draft {
+            original: text,
+            body: text.into(),
+            enriched: Default::default(),
+        };
         MentionsAndHashtags.apply(&mut d);
         (d.enriched.mentions, d.enriched.hashtags)
     }

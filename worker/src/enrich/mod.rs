@@ -84,6 +84,10 @@ mod tests {
         let (body, e) = Pipeline::standard().run("you are a fucking idiot @shithead");
         assert!(e.flagged);
         assert!(!body.contains("fuck"), "{body}");
-        assert!(!e.mentions.iter().any(|m| m.contains("shit")), "{:?}", e.mentions);
+        assert!(
+            !e.mentions.iter().any(|m| m.contains("shit")),
+            "{:?}",
+            e.mentions
+        );
     }
 }

@@ -28,7 +28,11 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> (String, bool) {
-        let mut d = Draft { original: text, body: text.into(), enriched: Default::default() };
+        let mut d = Draft {
+            original: text,
+            body: text.into(),
+            enriched: Default::default(),
+        };
         Moderation.apply(&mut d);
         (d.body, d.enriched.flagged)
     }
@@ -42,6 +46,9 @@ mod tests {
 
     #[test]
     fn leaves_clean_text_alone() {
-        assert_eq!(run("Crème brûlée, s'il vous plaît"), ("Crème brûlée, s'il vous plaît".into(), false));
+        assert_eq!(
+            run("Crème brûlée, s'il vous plaît"),
+            ("Crème brûlée, s'il vous plaît".into(), false)
+        );
     }
 }

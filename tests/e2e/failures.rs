@@ -1,0 +1,246 @@
+//! Failures: a full queue, store refusals (transient and poison), restarts, shutdown,
+//! and services that cannot be reached at start.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+/// Opens the database (running migrations) and installs a trigger written in SQL.
+async fn with_trigger(db_url: &str, sql: &str) {
+    let store = worker::Store::connect(db_url, Default::default())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.pool().close().await;
+}
+
+const POISON: &str = "CREATE TRIGGER poison BEFORE INSERT ON messages \
+    WHEN NEW.body LIKE '%poison-pill%' \
+    BEGIN SELECT RAISE(ABORT, 'poison pill refused by the test trigger'); END";
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_place_and_the_room_flows_on() {
+    let (_dir, db) = temp_db();
+    with_trigger(&db, POISON).await;
+    let g = TestGateway::start_on(&db, |c| {
+        c.backend.max_attempts = 3;
+        c.worker.retry_delay_ms = 50;
+    })
+    .await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    assert_eq!(
+        a.say("lobby", "p1", "this is a poison-pill").await["type"],
+        "ack"
+    );
+    for i in 1..=5 {
+        a.say("lobby", &format!("ok{i}"), "fine").await;
+    }
+    for seq in 1..=5 {
+        let m = a.message("lobby").await;
+        assert_eq!(m["seq"], seq);
+        assert_ne!(m["id"], "p1");
+    }
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = g.metrics().await;
+        if m.lines()
+            .any(|l| l.starts_with("courier_dead_letters_total{reason=\"failed\"}"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "dead letter never counted:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.quiet_for(Duration::from_millis(300)).await,
+        "the poison message is never delivered"
+    );
+    a.say("lobby", "ok6", "still flowing").await;
+    assert_eq!(a.message("lobby").await["seq"], 6);
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_for_a_while_gets_retries_not_a_drop() {
+    let (_dir, db) = temp_db();
+    let until = shared::Timestamp::now().as_millis() / 1000 + 2;
+    let flaky = format!(
+        "CREATE TRIGGER flaky BEFORE INSERT ON messages \
+         WHEN NEW.body = 'flaky' AND CAST(strftime('%s','now') AS INTEGER) < {until} \
+         BEGIN SELECT RAISE(ABORT, 'not yet'); END"
+    );
+    with_trigger(&db, &flaky).await;
+    let g = TestGateway::start_on(&db, |c| {
+        c.backend.max_attempts = 10;
+        c.worker.retry_delay_ms = 200;
+    })
+    .await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    a.say("lobby", "f", "flaky").await;
+    let m = a.message("lobby").await;
+    assert_eq!((m["id"].as_str(), m["seq"].as_u64()), (Some("f"), Some(1)));
+    let metrics = g.metrics().await;
+    assert!(
+        metrics.contains("courier_worker_retries_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_unavailable_and_the_same_id_succeeds_later() {
+    let (_dir, db) = temp_db();
+    with_trigger(&db, POISON).await;
+    let g = TestGateway::start_on(&db, |c| {
+        c.backend.memory_queue_capacity = 1;
+        c.backend.max_attempts = 2;
+        c.worker.retry_delay_ms = 1500;
+    })
+    .await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    assert_eq!(
+        a.say("lobby", "p", "poison-pill holds the only slot").await["type"],
+        "ack"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = a.say("lobby", "n1", "no room on the queue").await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("unavailable"), Some("n1"))
+    );
+    // Once the poison message is dead-lettered the slot frees; the retry goes through.
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = a.say("lobby", "n1", "no room on the queue").await;
+        if r["type"] == "ack" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "never accepted: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.message("lobby").await["id"], "n1");
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_replays_history_from_sqlite() {
+    let (_dir, db) = temp_db();
+    let mut g = TestGateway::start_on(&db, |_| {}).await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    for i in 1..=3 {
+        a.say("lobby", &format!("m{i}"), &format!("before restart {i}"))
+            .await;
+        a.message("lobby").await;
+    }
+    g.stop().await;
+    let g2 = TestGateway::start_on(&db, |_| {}).await;
+    let mut b = g2.client("bob").await;
+    let j = b.join_since("lobby", 0).await;
+    assert_eq!(j["head"], 3);
+    for seq in 1..=3 {
+        let m = b.message("lobby").await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["body"].as_str()),
+            (Some(seq), Some(format!("before restart {seq}").as_str()))
+        );
+    }
+    b.say("lobby", "m4", "after").await;
+    assert_eq!(b.message("lobby").await["seq"], 4);
+}
+
+#[tokio::test]
+async fn stopping_tells_clients_1012_and_processes_what_was_acked() {
+    let (_dir, db) = temp_db();
+    let mut g = TestGateway::start_on(&db, |_| {}).await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    for i in 0..50 {
+        a.send(json!({"type":"send","room":"lobby","id":format!("s{i}"),"body":"drain me"}))
+            .await;
+    }
+    let mut acked = 0;
+    while acked < 50 {
+        if a.recv().await["type"] == "ack" {
+            acked += 1;
+        }
+    }
+    let stopping = tokio::spawn(async move {
+        g.stop().await;
+    });
+    assert_eq!(a.closed().await, 1012);
+    stopping.await.unwrap();
+    let store = worker::Store::connect(&db, Default::default())
+        .await
+        .unwrap();
+    let room = shared::RoomId::parse("lobby").unwrap();
+    assert_eq!(
+        store.head(&room).await.unwrap(),
+        50,
+        "every acked message was stored before exit"
+    );
+}
+
+#[test]
+fn unreachable_services_at_start_exit_non_zero_naming_the_url() {
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin("gateway"));
+        cmd.env_clear().env("BIND", "127.0.0.1:0");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[(
+        "DATABASE_URL",
+        "postgres://courier:hunter2@127.0.0.1:1/chat",
+    )]);
+    assert!(!ok);
+    assert!(
+        err.contains("postgres://courier:***@127.0.0.1:1/chat"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    let (ok, err) = run(&[("QUEUE_URL", "kafka://nope")]);
+    assert!(!ok);
+    assert!(err.contains("kafka://nope"), "{err}");
+
+    let out = Command::new(bin("worker")).env_clear().output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QUEUE_URL=memory"));
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = Command::new(bin("gateway")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "BIND",
+        "QUEUE_URL",
+        "DATABASE_URL",
+        "JWT_SECRET",
+        "API_TOKEN",
+        "OUTBOUND_BUFFER",
+        "RATE_PER_SEC",
+        "RATE_BURST",
+        "MAX_CONNECTIONS",
+        "MAX_ATTEMPTS",
+        "BATCH_SIZE",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from --help:\n{help}"
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! Shared helpers: a real gateway on 127.0.0.1:0 with its own SQLite file, and a real
+//! WebSocket client that keeps frames it was not waiting for.
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use gateway::GatewayConfig;
+use serde_json::{Value, json};
+use shared::shutdown::{self, Trigger};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+pub const API_TOKEN: &str = "test-api-token";
+
+/// A gateway running in this test process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub db_url: String,
+    trigger: Option<Trigger>,
+    task: Option<JoinHandle<Result<(), gateway::Error>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Settings for tests: its own database, the HTTP API on, generous rate limits.
+pub fn config(db_url: &str) -> GatewayConfig {
+    let mut c = GatewayConfig::defaults();
+    c.backend.queue_url = "memory".into();
+    c.backend.database_url = db_url.to_owned();
+    c.api_token = Some(API_TOKEN.into());
+    c.jwt_secret = None;
+    c.limits.rate_per_sec = 10_000.0;
+    c.limits.rate_burst = 10_000;
+    c.limits.drain_secs = 5;
+    c
+}
+
+impl TestGateway {
+    /// A gateway with default test settings and a fresh database.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway with a fresh database and settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}/chat.db", dir.path().display());
+        let mut g = Self::start_on(&db_url, tweak).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    /// A gateway over an existing database URL.
+    pub async fn start_on(db_url: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
+        let mut c = config(db_url);
+        tweak(&mut c);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, sd) = shutdown::channel();
+        let task = tokio::spawn(gateway::run(c, listener, sd));
+        let g = Self {
+            addr,
+            db_url: db_url.to_owned(),
+            trigger: Some(trigger),
+            task: Some(task),
+            _dir: None,
+        };
+        g.wait_ready().await;
+        g
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let end = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "gateway never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{}", self.addr, query)
+    }
+
+    /// A client connected as `user`, its `hello` already read.
+    pub async fn client(&self, user: &str) -> Client {
+        let mut c = Client::connect(&self.ws_url(&format!("?user={user}"))).await;
+        let hello = c.recv().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["user"], user);
+        c
+    }
+
+    /// Stops it the graceful way and waits until it returned.
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        if let Some(task) = self.task.take() {
+            timeout(Duration::from_secs(30), task)
+                .await
+                .expect("gateway stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    /// The store of this gateway, opened beside it.
+    pub async fn store(&self) -> worker::Store {
+        worker::Store::connect(&self.db_url, Default::default())
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, room: &str, body: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(&format!("/api/rooms/{room}/messages")))
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client over tokio-tungstenite. Its halves are public so a test can send
+/// and read at the same time, as a real client does.
+pub struct Client {
+    pub sink: SplitSink<Ws, Message>,
+    pub rx: Reader,
+}
+
+/// The reading half: keeps frames a test was not waiting for.
+pub struct Reader {
+    stream: SplitStream<Ws>,
+    kept: VecDeque<Value>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = Reader;
+    fn deref(&self) -> &Reader {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Reader {
+        &mut self.rx
+    }
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Self::from_ws(ws)
+    }
+
+    fn from_ws(ws: Ws) -> Self {
+        let (sink, stream) = ws.split();
+        Self {
+            sink,
+            rx: Reader {
+                stream,
+                kept: VecDeque::new(),
+            },
+        }
+    }
+
+    /// A client whose socket receive buffer is tiny, so a reader that stops reading
+    /// pushes back on the server quickly.
+    pub async fn connect_small_buffer(addr: SocketAddr, url: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        Self::from_ws(ws)
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        send(&mut self.sink, v).await;
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.sink.send(m).await.unwrap();
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type":"join","room":room})).await;
+        self.recv_where(|v| v["type"] == "joined" && v["room"] == room)
+            .await
+    }
+
+    pub async fn join_since(&mut self, room: &str, since: u64) -> Value {
+        self.send(json!({"type":"join","room":room,"since":since}))
+            .await;
+        self.recv_where(|v| v["type"] == "joined" && v["room"] == room)
+            .await
+    }
+
+    /// Sends and waits for the ack (or the error) of this id.
+    pub async fn say(&mut self, room: &str, id: &str, body: &str) -> Value {
+        self.send(json!({"type":"send","room":room,"id":id,"body":body}))
+            .await;
+        self.recv_where(|v| (v["type"] == "ack" || v["type"] == "error") && v["id"] == id)
+            .await
+    }
+}
+
+pub async fn send(sink: &mut SplitSink<Ws, Message>, v: Value) {
+    sink.send(Message::text(v.to_string())).await.unwrap();
+}
+
+impl Reader {
+    /// The next JSON frame from the socket (kept frames first).
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.kept.pop_front() {
+            return v;
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Value {
+        loop {
+            let m = timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("ok");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The first frame matching `pred`; frames before it are kept for later.
+    pub async fn recv_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.kept.iter().position(&pred) {
+            return self.kept.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read().await;
+            if pred(&v) {
+                return v;
+            }
+            self.kept.push_back(v);
+        }
+    }
+
+    pub async fn recv_type(&mut self, t: &str) -> Value {
+        self.recv_where(|v| v["type"] == t).await
+    }
+
+    /// True when nothing arrives within `d`.
+    pub async fn quiet_for(&mut self, d: Duration) -> bool {
+        self.kept.is_empty() && timeout(d, self.read()).await.is_err()
+    }
+
+    /// The next `message` event of `room`.
+    pub async fn message(&mut self, room: &str) -> Value {
+        self.recv_where(|v| v["type"] == "message" && v["room"] == room)
+            .await
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            match timeout(WAIT, self.stream.next())
+                .await
+                .expect("close in time")
+            {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A temporary folder path for tests that manage their own database file.
+pub fn temp_db() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/chat.db", dir.path().display());
+    (dir, url)
+}
+
+/// The path of a workspace binary built by `cargo build`.
+pub fn bin(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let path = p.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
