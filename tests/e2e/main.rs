@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod docs;
 mod failures;
 mod http;
 mod identity;

@@ -1,5 +1,5 @@
 //! Store tests: gapless seq under concurrent writers, idempotent batches, reads.
-//! They run against SQLite here; the same functions take any DATABASE_URL.
+//! The same functions run against SQLite and PostgreSQL.
 
 use crate::helpers::*;
 use shared::{ClientMsgId, RoomId, Timestamp, UserId};
@@ -130,4 +130,16 @@ async fn sqlite_concurrent_writers_leave_no_gap() {
 async fn sqlite_batches_are_idempotent() {
     let (_dir, url) = temp_db();
     batches_are_idempotent(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_writers_leave_no_gap() {
+    let db = TempPostgres::create().await;
+    concurrent_writers_leave_no_gap(&db.url).await;
+}
+
+#[tokio::test]
+async fn postgres_batches_are_idempotent() {
+    let db = TempPostgres::create().await;
+    batches_are_idempotent(&db.url).await;
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's test command. On a fresh machine it starts (or installs) what the tests
+# need, then runs every test: formatting, lints, unit tests, store tests on SQLite and
+# PostgreSQL, and the end-to-end tests against real gateways and workers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  [ "$(id -u)" = 0 ] || die "$* missing and not root to install it; install: apt-get install $*"
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq || true; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    say "installing PostgreSQL"
+    apt_install postgresql postgresql-client
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    say "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  pg_isready -q -h 127.0.0.1 -p 5432 \
+    || die "PostgreSQL is not reachable at 127.0.0.1:5432 (tried: pg_ctlcluster ... main start)"
+  psql -h 127.0.0.1 -U postgres -tAc 'select 1' >/dev/null \
+    || die "PostgreSQL at 127.0.0.1:5432 refuses user postgres (trust auth expected)"
+}
+
+ensure_postgres
+
+say "formatting"
+cargo fmt --all -- --check || die "cargo fmt would change files; run cargo fmt --all"
+
+say "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "build"
+cargo build --workspace --bins --locked
+
+say "tests"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "all: $passed passed, $failed failed"
+[ "$status" -eq 0 ] || die "cargo test failed (exit $status)"
+[ "$passed" -gt 0 ] || die "no test ran"
