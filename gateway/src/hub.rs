@@ -329,4 +329,41 @@ mod tests {
         assert!(lagging.load(Ordering::Relaxed));
         assert_eq!(seqs(&mut rx), [1]);
     }
+
+    proptest::proptest! {
+        /// Whatever order and repetition deliveries come in, a member gets strictly
+        /// increasing seqs with no repeat; when nothing is released early, exactly 1..=n.
+        #[test]
+        fn any_arrival_order_forwards_in_order(
+            n in 1u64..60,
+            keys in proptest::collection::vec(0u64..1000, 1..200),
+            release_every in proptest::option::of(1usize..20),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
+                let (tx, mut rx) = mpsc::channel(10_000);
+                let room = RoomId::parse("r").unwrap();
+                hub.join(&room, 1, Member { tx, lagging: Arc::default() }).await.unwrap();
+                // Every seq at least once, shuffled by the generated keys, some repeated.
+                let mut arrivals: Vec<(u64, u64)> = (1..=n).map(|s| (keys[s as usize % keys.len()], s)).collect();
+                arrivals.extend(keys.iter().map(|k| (*k, k % n + 1)));
+                arrivals.sort();
+                hub.dispatch(&msg(1));
+                for (i, (_, seq)) in arrivals.iter().enumerate() {
+                    hub.dispatch(&msg(*seq));
+                    if release_every.is_some_and(|e| i % e == 0) {
+                        hub.release_expired();
+                    }
+                }
+                hub.release_expired();
+                let got = seqs(&mut rx);
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "strictly increasing: {got:?}");
+                assert_eq!(got.last().copied(), Some(n));
+                if release_every.is_none() {
+                    assert_eq!(got, (1..=n).collect::<Vec<_>>());
+                }
+            });
+        }
+    }
 }

@@ -10,7 +10,7 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use session::{ReaderExit, Session};
 use shared::UserId;
@@ -111,8 +111,12 @@ async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
         },
     };
     session.leave_all().await;
-    if let Some((code, reason)) = exit {
-        writer::close(&mut sink, code, reason).await;
+    match exit {
+        Some((code, reason)) => writer::close(&mut sink, code, reason).await,
+        // The client closed: finish the closing handshake it started.
+        None => {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+        }
     }
     tracing::debug!(conn, ?exit, "client disconnected");
 }

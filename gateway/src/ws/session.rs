@@ -67,18 +67,26 @@ impl Session {
         } else {
             parse_command(text)
         };
+        // Every frame takes a token, valid or not: garbage is not a way around the limit.
+        let allowed = self.bucket.try_take();
         let (kind, result) = match parsed {
-            Err(e) => ("invalid", Err(e)),
-            Ok(req) if !self.bucket.try_take() => {
+            _ if !allowed => {
                 metrics::counter!("courier_rate_limited_total").increment(1);
                 let mut e =
                     CommandError::new(ErrorCode::RateLimited, "too many commands; slow down");
-                e.reference = req.reference.clone();
-                if let Command::Send { id, .. } = &req.command {
-                    e.id = Some(id.as_str().to_owned());
+                match &parsed {
+                    Ok(req) => {
+                        e.reference = req.reference.clone();
+                        if let Command::Send { id, .. } = &req.command {
+                            e.id = Some(id.as_str().to_owned());
+                        }
+                    }
+                    Err(bad) => (e.reference, e.id) = (bad.reference.clone(), bad.id.clone()),
                 }
-                (req.command.kind(), Err(e))
+                let kind = parsed.as_ref().map_or("invalid", |r| r.command.kind());
+                (kind, Err(e))
             }
+            Err(e) => ("invalid", Err(e)),
             Ok(req) => (req.command.kind(), self.run(req).await),
         };
         let outcome = match &result {
