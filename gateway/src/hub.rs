@@ -47,6 +47,8 @@ pub enum Outbound {
         room: RoomId,
         reference: Option<String>,
     },
+    /// Messages may have been missed: write what the store has beyond each cursor.
+    Resync,
     /// One room message, in the room's order.
     Live {
         room: RoomId,
@@ -183,6 +185,22 @@ impl Hub {
                 .is_some_and(|t| now.duration_since(t) >= self.hold)
             {
                 room.release_held(id);
+            }
+        }
+    }
+
+    /// After an interrupted feed: every member catches up from the store, and each room
+    /// forgets its position so the next delivery starts it afresh.
+    pub fn resync_all(&self) {
+        let mut rooms = self.rooms();
+        for room in rooms.values_mut() {
+            room.next = None;
+            room.held.clear();
+            room.held_since = None;
+            for member in room.members.values() {
+                if member.tx.try_send(Outbound::Resync).is_err() {
+                    member.lagging.store(true, Ordering::Relaxed);
+                }
             }
         }
     }

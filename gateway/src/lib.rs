@@ -20,7 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hub::Hub;
 use shared::GatewayId;
-use shared::queue::{self, Queue};
+use shared::queue::{self, FeedEvent, Queue};
 use shared::shutdown::{self as sd, Shutdown};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -53,7 +53,7 @@ pub async fn run(
     let subscription = queue.subscribe(&gateway).await?;
     let hub = Arc::new(Hub::new(subscription.rooms, config.limits.reorder_hold()));
     let delivery = tokio::spawn(deliver(
-        subscription.messages,
+        subscription.events,
         hub.clone(),
         config.limits.reorder_hold(),
         shutdown.clone(),
@@ -113,7 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Feeds deliveries from the queue to the hub and releases held messages on time.
 async fn deliver(
-    mut messages: mpsc::Receiver<Arc<shared::StoredMessage>>,
+    mut events: mpsc::Receiver<FeedEvent>,
     hub: Arc<Hub>,
     hold: Duration,
     shutdown: Shutdown,
@@ -122,11 +122,15 @@ async fn deliver(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            m = messages.recv() => match m {
-                Some(m) => {
+            e = events.recv() => match e {
+                Some(FeedEvent::Message(m)) => {
                     let age = shared::Timestamp::now().as_millis() - m.sent_at.as_millis();
                     metrics::histogram!("courier_delivery_latency_seconds").record(age.max(0) as f64 / 1000.0);
                     hub.dispatch(&m);
+                }
+                Some(FeedEvent::Interrupted) => {
+                    tracing::warn!("the delivery feed was interrupted; resyncing every client from the store");
+                    hub.resync_all();
                 }
                 None => {
                     tracing::error!("the delivery feed closed; no more live messages on this gateway");

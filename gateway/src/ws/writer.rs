@@ -159,6 +159,11 @@ where
                 self.text(ev.to_json().into()).await
             }
             Outbound::Live { room, seq, frame } => self.live(&room, seq, frame).await,
+            // Caught up later, once the buffer is drained, so a join in progress is included.
+            Outbound::Resync => {
+                self.lagging.store(true, Ordering::Relaxed);
+                Ok(())
+            }
             Outbound::Close(code, reason) => Err(WriterExit::Close(code, reason)),
         }
     }

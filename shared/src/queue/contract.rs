@@ -242,27 +242,42 @@ async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
         .await
         .unwrap();
     let wait = Duration::from_secs(5);
-    let got_a = timeout(wait, a.messages.recv()).await.unwrap().unwrap();
+    let got_a = timeout(wait, a.events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .message()
+        .unwrap();
     assert_eq!((got_a.room.as_str(), got_a.seq), ("fan-1", 1));
     let mut got_b = Vec::new();
     for _ in 0..2 {
-        let m = timeout(wait, b.messages.recv()).await.unwrap().unwrap();
+        let m = timeout(wait, b.events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .message()
+            .unwrap();
         got_b.push((m.room.as_str().to_owned(), m.seq));
     }
     got_b.sort();
     assert_eq!(got_b, [("fan-1".to_owned(), 1), ("fan-2".to_owned(), 1)]);
     assert!(
-        timeout(Duration::from_millis(500), a.messages.recv())
+        timeout(Duration::from_millis(500), a.events.recv())
             .await
             .is_err(),
         "a gateway gets only rooms it bound"
     );
     a.rooms.unbind(&r1).await.unwrap();
     q.fan_out(&[stored("fan-1", 2)]).await.unwrap();
-    let m = timeout(wait, b.messages.recv()).await.unwrap().unwrap();
+    let m = timeout(wait, b.events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .message()
+        .unwrap();
     assert_eq!(m.seq, 2);
     assert!(
-        timeout(Duration::from_millis(500), a.messages.recv())
+        timeout(Duration::from_millis(500), a.events.recv())
             .await
             .is_err(),
         "unbound rooms stop arriving"

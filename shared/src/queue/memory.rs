@@ -2,8 +2,8 @@
 //! implementation the contract tests hold every other backend to.
 
 use super::{
-    Consumer, DeadLetter, Delivery, Queue, QueueError, QueueOptions, RoomBinding, Settle, Settled,
-    Subscription, Token,
+    Consumer, DeadLetter, Delivery, FeedEvent, Queue, QueueError, QueueOptions, RoomBinding,
+    Settle, Settled, Subscription, Token,
 };
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
@@ -46,7 +46,7 @@ struct Item {
 
 struct Subscriber {
     rooms: Arc<Mutex<HashSet<RoomId>>>,
-    tx: mpsc::Sender<Arc<StoredMessage>>,
+    tx: mpsc::Sender<FeedEvent>,
 }
 
 impl MemoryQueue {
@@ -133,10 +133,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
-        let targets: Vec<(
-            Arc<Mutex<HashSet<RoomId>>>,
-            mpsc::Sender<Arc<StoredMessage>>,
-        )> = {
+        let targets: Vec<(Arc<Mutex<HashSet<RoomId>>>, mpsc::Sender<FeedEvent>)> = {
             let mut subs = self
                 .inner
                 .subscribers
@@ -154,7 +151,7 @@ impl Queue for MemoryQueue {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(&m.room);
                 // A closed receiver is a gateway that went away: nothing is owed to it.
-                if bound && tx.send(m.clone()).await.is_err() {
+                if bound && tx.send(FeedEvent::Message(m.clone())).await.is_err() {
                     break;
                 }
             }
@@ -175,7 +172,7 @@ impl Queue for MemoryQueue {
             });
         Ok(Subscription {
             rooms: Box::new(MemoryBinding { rooms }),
-            messages: rx,
+            events: rx,
         })
     }
 

@@ -140,7 +140,27 @@ pub trait Consumer: Send {
 /// A gateway's delivery feed: bind rooms as members join, read what arrives.
 pub struct Subscription {
     pub rooms: Box<dyn RoomBinding>,
-    pub messages: mpsc::Receiver<Arc<StoredMessage>>,
+    pub events: mpsc::Receiver<FeedEvent>,
+}
+
+/// What a delivery feed yields.
+#[derive(Clone, Debug)]
+pub enum FeedEvent {
+    /// A processed message of a bound room.
+    Message(Arc<StoredMessage>),
+    /// The feed was interrupted (the broker connection dropped and came back): messages
+    /// may have been missed, so every member must be resynced from the store.
+    Interrupted,
+}
+
+impl FeedEvent {
+    /// The message, for tests and callers that only expect messages.
+    pub fn message(self) -> Option<Arc<StoredMessage>> {
+        match self {
+            Self::Message(m) => Some(m),
+            Self::Interrupted => None,
+        }
+    }
 }
 
 /// Per-room routing of one gateway's subscription.
