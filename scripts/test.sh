@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command. On a fresh machine it starts (or installs) what the tests
-# need, then runs every test: formatting, lints, unit tests, store tests on SQLite and
-# PostgreSQL, and the end-to-end tests against real gateways and workers.
+# need (PostgreSQL, RabbitMQ), then runs every test: formatting, lints, unit tests, the
+# queue contract on memory and RabbitMQ, store tests on SQLite and PostgreSQL, and the
+# end-to-end tests against real gateways and workers, in-process and as processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -32,7 +33,24 @@ ensure_postgres() {
     || die "PostgreSQL at 127.0.0.1:5432 refuses user postgres (trust auth expected)"
 }
 
+rabbit_up() { timeout 10 rabbitmqctl -q status >/dev/null 2>&1 && (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+ensure_rabbitmq() {
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    say "installing RabbitMQ"
+    apt_install rabbitmq-server
+  fi
+  if ! rabbit_up; then
+    say "starting RabbitMQ"
+    rabbitmq-server -detached || true
+    for _ in $(seq 1 60); do rabbit_up && break; sleep 1; done
+  fi
+  rabbit_up || die "RabbitMQ is not reachable at 127.0.0.1:5672 (tried: rabbitmq-server -detached)"
+  timeout 30 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+}
+
 ensure_postgres
+ensure_rabbitmq
 
 say "formatting"
 cargo fmt --all -- --check || die "cargo fmt would change files; run cargo fmt --all"

@@ -305,6 +305,24 @@ impl Reader {
             .await
     }
 
+    /// The next JSON frame, or the close code when the server closes instead.
+    pub async fn recv_or_close(&mut self) -> Result<Value, u16> {
+        if let Some(v) = self.kept.pop_front() {
+            return Ok(v);
+        }
+        loop {
+            match self.stream.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Some(Ok(Message::Close(f))) => return Err(f.map_or(1005, |f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn closed(&mut self) -> u16 {
         loop {
@@ -362,7 +380,7 @@ impl TempPostgres {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let admin = postgres_admin_url();
-        let name = format!("courier_test_{}", uuid_hex());
+        let name = format!("courier_test_{}", unique_suffix());
         let mut conn = sqlx::AnyConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is not reachable (the README's test command starts it): {e}"));
@@ -405,7 +423,8 @@ impl Drop for TempPostgres {
     }
 }
 
-fn uuid_hex() -> String {
+/// A random hex string for names that must not collide between tests.
+pub fn unique_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

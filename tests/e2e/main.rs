@@ -2,6 +2,7 @@
 //! SQLite) on 127.0.0.1:0, driven by real WebSocket and HTTP clients. One module per
 //! area of the wire contract in docs/protocol.md.
 
+mod cluster;
 mod helpers;
 
 mod docs;
@@ -11,4 +12,6 @@ mod identity;
 mod limits;
 mod ordering;
 mod protocol;
+mod queue_contract;
+mod scale_out;
 mod store;

@@ -6,6 +6,7 @@
 //! retry with a delay, dead-letter after the configured attempts); fan-out is routed
 //! per room so a gateway only receives rooms it has members in.
 
+pub mod amqp;
 pub mod memory;
 
 #[cfg(any(test, feature = "contract-tests"))]
@@ -94,9 +95,10 @@ impl QueueUrl {
 pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queue>, QueueError> {
     match url {
         QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
-        QueueUrl::Amqp(u) | QueueUrl::Sqs(u) => Err(QueueError::Unsupported {
+        QueueUrl::Amqp(u) => Ok(Arc::new(amqp::AmqpQueue::connect(u, opts).await?)),
+        QueueUrl::Sqs(u) => Err(QueueError::Unsupported {
             url: crate::config::redact_url(u),
-            reason: "this build has only the in-process queue; use QUEUE_URL=memory".into(),
+            reason: "this build has no SQS backend; use QUEUE_URL=memory or amqp://".into(),
         }),
     }
 }

@@ -1,0 +1,109 @@
+//! Consumers for both roles: a consumer on its own channel whose deliveries reach an
+//! in-order queue, cancelled when dropped.
+
+use super::link::{Link, Session, rpc};
+use crate::queue::QueueError;
+use lapin::message::DeliveryResult;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, ConsumerDelegate};
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+
+/// A consumer on its own channel whose deliveries arrive, in order, on `rx`.
+pub(super) struct Subscribed {
+    /// The session (connection) it was opened on.
+    generation: u64,
+    pub(super) channel: Channel,
+    pub(super) rx: mpsc::UnboundedReceiver<DeliveryResult>,
+    consumer: lapin::Consumer,
+    forward: Forward,
+}
+
+impl Subscribed {
+    /// Starts consuming `queue` on `channel` (ack mode, `prefetch` unacked at most).
+    pub(super) async fn start(
+        session: &Session,
+        channel: Channel,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Self, QueueError> {
+        rpc(
+            "setting the prefetch",
+            channel.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let consumer = rpc(
+            "starting a consumer",
+            channel.basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let forward = Forward(tx);
+        consumer.set_delegate(forward.clone());
+        Ok(Self {
+            generation: session.generation,
+            channel,
+            rx,
+            consumer,
+            forward,
+        })
+    }
+
+    /// False once its channel closed or the connection it belongs to was replaced.
+    pub(super) fn usable(&self, link: &Link) -> bool {
+        self.channel.status().connected()
+            && link
+                .session()
+                .is_ok_and(|s| s.generation == self.generation)
+    }
+
+    /// Hands over deliveries that lapin queued in the instant between `basic_consume`
+    /// returning and the delegate being installed (it re-drains on every install).
+    pub(super) fn redrain(&self) {
+        self.consumer.set_delegate(self.forward.clone());
+    }
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        // lapin cancels a dropped consumer only when it has no delegate, and the consumer
+        // keeps its channel open until cancelled. Once cancelled, the channel closes with
+        // its last handle (deliveries still held keep it open so they can be settled).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.channel.status().connected() {
+            return;
+        }
+        let channel = self.channel.clone();
+        let tag = self.consumer.tag();
+        runtime.spawn(async move {
+            let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
+            let _ = rpc("cancelling a consumer", cancel).await;
+        });
+    }
+}
+
+/// Forwards deliveries synchronously from lapin's I/O thread: the delegate's future is
+/// spawned, so doing the work there could reorder deliveries. (A delegate rather than
+/// lapin's `Stream`, which would need `futures-core` as a dependency of this crate.)
+#[derive(Clone)]
+struct Forward(mpsc::UnboundedSender<DeliveryResult>);
+
+impl ConsumerDelegate for Forward {
+    fn on_new_delivery(
+        &self,
+        delivery: DeliveryResult,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        // A closed receiver is a consumer that was dropped; its channel closes with it.
+        let _ = self.0.send(delivery);
+        Box::pin(std::future::ready(()))
+    }
+}

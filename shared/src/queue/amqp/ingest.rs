@@ -1,0 +1,374 @@
+//! The ingest role on RabbitMQ: confirmed persistent publishes to the quorum work queue,
+//! batched consumers that survive reconnections, and settlement (ack, delayed retry
+//! through TTL'd retry queues, dead letters), always confirming a republish before
+//! acking the original so no message is ever lost.
+
+use super::consume::Subscribed;
+use super::link::{Link, Outgoing, json_properties, rpc};
+use super::{header_string, header_u32};
+use crate::queue::{
+    Consumer, DeadLetter, Delivery, QueueError, QueueOptions, Settle, Settled, Token,
+};
+use async_trait::async_trait;
+use lapin::Acker;
+use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// Failed attempts so far, set on every republish to a retry or dead-letter queue.
+const ATTEMPTS: &str = "x-courier-attempts";
+const REASON: &str = "x-courier-reason";
+/// Returns so far, set by quorum queues on redeliveries after a consumer died.
+const DELIVERY_COUNT: &str = "x-delivery-count";
+/// The trait does not pass the batch size; this covers batches up to 100 twice over.
+const PREFETCH: u16 = 200;
+
+pub(super) async fn publish(link: &Link, payload: &[u8]) -> Result<(), QueueError> {
+    let session = link.session()?;
+    session
+        .publish_confirmed(vec![Outgoing {
+            exchange: "",
+            routing_key: &link.names.ingest,
+            payload,
+            properties: json_properties(true),
+            mandatory: true,
+        }])
+        .await
+}
+
+/// Ready messages on the ingest queue (a passive declare, so also a cheap round trip).
+pub(super) async fn ingest_depth(link: &Link) -> Result<u64, QueueError> {
+    let session = link.session()?;
+    let ch = session.admin().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = rpc(
+        "inspecting the ingest queue",
+        ch.queue_declare(
+            link.names.ingest.as_str().into(),
+            passive,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    Ok(queue.message_count().into())
+}
+
+/// Lists dead letters by fetching them unacked on a throwaway channel; closing it puts
+/// every one of them back where it was.
+pub(super) async fn dead_letters(link: &Link, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    let session = link.session()?;
+    let ch = session.channel().await?;
+    let listed = fetch_unacked(&ch, &link.names.dead, max).await;
+    let _ = ch.close(200, "dead letters listed".into()).await;
+    listed
+}
+
+async fn fetch_unacked(
+    ch: &Channel,
+    queue: &str,
+    max: usize,
+) -> Result<Vec<DeadLetter>, QueueError> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let got = rpc(
+            "reading the dead-letter queue",
+            ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }),
+        )
+        .await?;
+        let Some(m) = got else { break };
+        let headers = m.delivery.properties.headers().as_ref();
+        out.push(DeadLetter {
+            attempts: header_u32(headers, ATTEMPTS).unwrap_or(0),
+            reason: header_string(headers, REASON).unwrap_or_default(),
+            payload: m.delivery.data,
+        });
+    }
+    Ok(out)
+}
+
+fn courier_headers(attempt: u32, reason: &str) -> FieldTable {
+    let mut h = FieldTable::default();
+    h.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempt.into()));
+    h.insert(REASON.into(), AMQPValue::LongString(reason.into()));
+    h
+}
+
+/// 1 + the failed attempts this message has had, counted by us across retries and by
+/// the quorum queue across consumer crashes.
+fn attempt_of(d: &lapin::message::Delivery) -> u32 {
+    let headers = d.properties.headers().as_ref();
+    let retried = header_u32(headers, ATTEMPTS).unwrap_or(0);
+    // A classic queue (the fallback) only says "redelivered", not how often.
+    let returned = header_u32(headers, DELIVERY_COUNT).unwrap_or(u32::from(d.redelivered));
+    retried.saturating_add(returned).saturating_add(1)
+}
+
+/// A consumer of the ingest queue that re-opens itself on the current connection.
+pub(super) struct AmqpConsumer {
+    link: Arc<Link>,
+    wait: Duration,
+    settle: Arc<dyn Settle>,
+    live: Option<Subscribed>,
+}
+
+impl AmqpConsumer {
+    pub(super) async fn open(link: Arc<Link>, opts: &QueueOptions) -> Result<Self, QueueError> {
+        let settle = Arc::new(Settler {
+            link: link.clone(),
+            max_attempts: opts.max_attempts,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let mut consumer = Self {
+            link,
+            wait: opts.receive_wait,
+            settle,
+            live: None,
+        };
+        consumer.live = Some(consumer.start().await?);
+        Ok(consumer)
+    }
+
+    async fn start(&self) -> Result<Subscribed, QueueError> {
+        let session = self.link.session()?;
+        let channel = session.channel().await?;
+        let queue = &self.link.names.ingest;
+        let sub = Subscribed::start(&session, channel, queue, PREFETCH).await?;
+        info!(%queue, generation = session.generation, "consuming the ingest queue");
+        Ok(sub)
+    }
+
+    /// The live consumer, re-opened when its channel or connection is gone.
+    async fn live(&mut self) -> Result<&mut Subscribed, QueueError> {
+        if !self.live.as_ref().is_some_and(|l| l.usable(&self.link)) {
+            // What it still holds was delivered on a dead channel: the broker redelivers it.
+            self.live = None;
+            self.live = Some(self.start().await?);
+        }
+        self.live
+            .as_mut()
+            .ok_or_else(|| QueueError::Unavailable("no ingest consumer".into()))
+    }
+
+    fn wrap(&self, d: lapin::message::Delivery, channel: &Channel) -> Delivery {
+        let attempt = attempt_of(&d);
+        let ticket = Ticket {
+            acker: d.acker,
+            _channel: channel.clone(),
+        };
+        Delivery::new(d.data, attempt, Box::new(ticket), self.settle.clone())
+    }
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = Instant::now() + self.wait;
+        let live = self.live().await?;
+        live.redrain();
+        let (raw, ended) = take(&mut live.rx, max.max(1), deadline).await;
+        let channel = live.channel.clone();
+        if let Some(reason) = &ended {
+            warn!(queue = %self.link.names.ingest, %reason, "the ingest consumer ended; re-opening it");
+            self.live = None;
+        }
+        if raw.is_empty()
+            && let Some(reason) = ended
+        {
+            return Err(QueueError::Unavailable(format!(
+                "ingest consumer: {reason}"
+            )));
+        }
+        Ok(raw.into_iter().map(|d| self.wrap(d, &channel)).collect())
+    }
+}
+
+/// Waits until `deadline` for a first delivery, then takes what is already there, up to
+/// `max`. The second value says why the consumer ended, when it did.
+async fn take(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<lapin::message::DeliveryResult>,
+    max: usize,
+    deadline: Instant,
+) -> (Vec<lapin::message::Delivery>, Option<String>) {
+    let mut out = Vec::new();
+    let Ok(mut next) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+        return (out, None);
+    };
+    loop {
+        match next {
+            Some(Ok(Some(d))) => out.push(d),
+            Some(Ok(None)) => return (out, Some("cancelled by the broker".into())),
+            Some(Err(e)) => return (out, Some(e.to_string())),
+            None => return (out, Some("closed".into())),
+        }
+        if out.len() >= max {
+            return (out, None);
+        }
+        match rx.try_recv() {
+            Ok(r) => next = Some(r),
+            Err(_) => return (out, None),
+        }
+    }
+}
+
+/// A delivery's handle. It keeps its channel open so a dropped consumer does not take
+/// the unsettled deliveries with it.
+struct Ticket {
+    acker: Acker,
+    _channel: Channel,
+}
+
+struct Settler {
+    link: Arc<Link>,
+    max_attempts: u32,
+    /// For `abandon`, which runs in `Drop` and may be outside any runtime context.
+    runtime: tokio::runtime::Handle,
+}
+
+fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
+    token.downcast::<Ticket>().map_err(|_| {
+        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
+    })
+}
+
+async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
+    match t.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(QueueError::Unavailable(
+            "ack failed: the delivery's channel closed; the broker redelivers it".into(),
+        )),
+        Err(e) => Err(super::unavailable(
+            "ack failed; the broker redelivers it",
+            e,
+        )),
+    }
+}
+
+impl Settler {
+    /// Publishes a copy to `queue` (confirmed), then acks the original; on a failed
+    /// publish the original goes back to the queue instead.
+    async fn move_to(
+        &self,
+        t: Box<Ticket>,
+        queue: Result<String, QueueError>,
+        payload: &[u8],
+        headers: FieldTable,
+    ) -> Result<(), QueueError> {
+        let published = match (queue, self.link.session()) {
+            (Ok(queue), Ok(session)) => {
+                session
+                    .publish_confirmed(vec![Outgoing {
+                        exchange: "",
+                        routing_key: &queue,
+                        payload,
+                        properties: json_properties(true).with_headers(headers),
+                        mandatory: true,
+                    }])
+                    .await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match published {
+            Ok(()) => ack_one(&t).await,
+            Err(e) => {
+                self.requeue(t);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the delivery back to its queue at once.
+    fn requeue(&self, t: Box<Ticket>) {
+        // A closed channel already gave it back; nothing else to do on failure.
+        self.runtime.spawn(async move {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            let _ = t.acker.nack(requeue).await;
+        });
+    }
+
+    async fn retry_queue(&self, delay: Duration) -> Result<String, QueueError> {
+        let session = self.link.session()?;
+        let ms = u64::try_from(delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(u32::MAX.into());
+        self.link.retry_queue(&session, ms).await
+    }
+}
+
+#[async_trait]
+impl Settle for Settler {
+    async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
+        let total = tokens.len();
+        let mut failed = 0usize;
+        let mut last = None;
+        for token in tokens {
+            let acked = match ticket(token) {
+                Ok(t) => ack_one(&t).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                failed += 1;
+                last = Some(e);
+            }
+        }
+        match last {
+            None => Ok(()),
+            Some(e) => {
+                debug!(failed, total, error = %e, "acks failed; the broker redelivers those messages");
+                Err(e)
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Settled, QueueError> {
+        if attempt >= self.max_attempts {
+            self.dead_letter(token, payload, attempt, reason).await?;
+            return Ok(Settled::DeadLettered);
+        }
+        let t = ticket(token)?;
+        let queue = self.retry_queue(delay).await;
+        self.move_to(t, queue, payload, courier_headers(attempt, reason))
+            .await?;
+        debug!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "delivery scheduled for a retry"
+        );
+        Ok(Settled::Retrying)
+    }
+
+    async fn dead_letter(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let t = ticket(token)?;
+        let queue = Ok(self.link.names.dead.clone());
+        self.move_to(t, queue, payload, courier_headers(attempt, reason))
+            .await
+    }
+
+    fn abandon(&self, token: Token) {
+        if let Ok(t) = ticket(token) {
+            self.requeue(t);
+        }
+    }
+}
