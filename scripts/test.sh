@@ -49,7 +49,37 @@ ensure_rabbitmq() {
   timeout 30 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 }
 
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    say "installing Chromium and chromedriver (browser tests)"
+    apt_install chromium chromium-driver
+  fi
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
+    || die "/usr/bin/chromium or /usr/bin/chromedriver is missing (tried: apt-get install chromium chromium-driver)"
+}
+
+ensure_node() {
+  command -v node >/dev/null 2>&1 \
+    || die "node is missing: the client unit tests need Node.js 20 or newer (node --test)"
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  [ "$major" -ge 20 ] || die "node $(node --version 2>/dev/null) is too old: the client unit tests need Node.js 20 or newer"
+}
+
+ensure_nginx() {
+  # tests/e2e/nginx.rs starts its own nginx (own config, prefix and free port): only the
+  # binary is needed, no system nginx service.
+  if [ ! -x /usr/sbin/nginx ]; then
+    say "installing nginx"
+    apt_install nginx
+  fi
+  [ -x /usr/sbin/nginx ] || die "/usr/sbin/nginx is missing (tried: apt-get install nginx)"
+}
+
 ensure_postgres
+ensure_nginx
+ensure_chromium
+ensure_node
 ensure_rabbitmq
 
 say "formatting"
@@ -61,6 +91,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "build"
 cargo build --workspace --bins --locked
 
+say "client unit tests"
+node_status=0
+node_out="$(node --test clients/js/test/ 2>&1)" || node_status=$?
+printf '%s\n' "$node_out"
+node_passed=$(printf '%s\n' "$node_out" | awk '/^# pass [0-9]+$/ {s+=$3} END {print s+0}')
+node_failed=$(printf '%s\n' "$node_out" | awk '/^# fail [0-9]+$/ {s+=$3} END {print s+0}')
+[ "$node_status" -eq 0 ] || die "client unit tests failed (node --test clients/js/test/, exit $node_status)"
+
+say "infra checks"
+./scripts/check-infra.sh
+
 say "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -70,6 +111,8 @@ status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+passed=$((passed + node_passed))
+failed=$((failed + node_failed))
 echo
 echo "all: $passed passed, $failed failed"
 [ "$status" -eq 0 ] || die "cargo test failed (exit $status)"

@@ -46,18 +46,23 @@ impl App {
             body,
             sent_at: Timestamp::now(),
             gateway: self.gateway.clone(),
+            trace: Some(shared::message::new_trace()),
         };
+        let trace = env.trace.as_deref().unwrap_or_default();
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();
         let result =
             tokio::time::timeout(limit, self.queue.publish(&env.room, env.to_json())).await;
         metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
         let reason = match result {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                tracing::debug!(trace, room = %env.room, id = %env.id, from = %env.from, "message published");
+                return Ok(());
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no confirmation within {} ms", limit.as_millis()),
         };
-        tracing::warn!(room = %env.room, id = %env.id, %reason, "publish failed");
+        tracing::warn!(trace, room = %env.room, id = %env.id, %reason, "publish failed");
         metrics::counter!("courier_publish_failures_total").increment(1);
         Err(CommandError::new(
             ErrorCode::Unavailable,

@@ -54,6 +54,8 @@ pub enum Outbound {
         room: RoomId,
         seq: u64,
         frame: Utf8Bytes,
+        /// When the gateway first received it (epoch ms), for the end-to-end latency.
+        sent_at_ms: i64,
     },
     /// Close the connection with this code.
     Close(u16, &'static str),
@@ -71,7 +73,7 @@ struct Room {
     members: HashMap<ConnId, Member>,
     /// The seq this room forwards next; unknown until its first delivery.
     next: Option<u64>,
-    held: BTreeMap<u64, Utf8Bytes>,
+    held: BTreeMap<u64, (Utf8Bytes, i64)>,
     held_since: Option<Instant>,
 }
 
@@ -148,7 +150,11 @@ impl Hub {
 
     /// Hands one delivered message to the room's members, in seq order.
     pub fn dispatch(&self, msg: &StoredMessage) {
-        let frame = Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize"));
+        tracing::debug!(trace = msg.trace.as_deref().unwrap_or("-"), room = %msg.room, seq = msg.seq, "message delivered to the hub");
+        let frame = (
+            Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize")),
+            msg.sent_at.as_millis(),
+        );
         let mut rooms = self.rooms();
         let Some(room) = rooms.get_mut(&msg.room) else {
             return;
@@ -212,7 +218,7 @@ impl Hub {
 }
 
 impl Room {
-    fn forward(&mut self, id: &RoomId, seq: u64, frame: Utf8Bytes) {
+    fn forward(&mut self, id: &RoomId, seq: u64, (frame, sent_at_ms): (Utf8Bytes, i64)) {
         self.next = Some(seq + 1);
         let mut delivered = 0u64;
         for member in self.members.values() {
@@ -220,6 +226,7 @@ impl Room {
                 room: id.clone(),
                 seq,
                 frame: frame.clone(),
+                sent_at_ms,
             };
             match member.tx.try_send(item) {
                 Ok(()) => delivered += 1,
@@ -269,6 +276,7 @@ mod tests {
             body: "b".into(),
             sent_at: Timestamp::now(),
             enriched: Enriched::default(),
+            trace: None,
         }
     }
 

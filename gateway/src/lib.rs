@@ -9,6 +9,7 @@ pub mod error;
 pub mod hub;
 pub mod ops;
 pub mod ratelimit;
+pub mod web;
 pub mod ws;
 
 pub use config::GatewayConfig;
@@ -107,6 +108,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/", get(web::index))
+        .route("/client.js", get(web::client_js))
+        .route("/app.js", get(web::app_js))
+        .route("/style.css", get(web::style_css))
         .layer(DefaultBodyLimit::max(ws::MAX_FRAME))
         .with_state(app)
 }
@@ -124,8 +129,6 @@ async fn deliver(
         tokio::select! {
             e = events.recv() => match e {
                 Some(FeedEvent::Message(m)) => {
-                    let age = shared::Timestamp::now().as_millis() - m.sent_at.as_millis();
-                    metrics::histogram!("courier_delivery_latency_seconds").record(age.max(0) as f64 / 1000.0);
                     hub.dispatch(&m);
                 }
                 Some(FeedEvent::Interrupted) => {

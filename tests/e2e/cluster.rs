@@ -14,6 +14,16 @@ pub fn amqp_base_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The queue a cluster runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    RabbitMq,
+    /// SQS at `AWS_ENDPOINT_URL` (LocalStack by default): a short visibility timeout so
+    /// a killed worker's messages come back within seconds, and a short gateway TTL so
+    /// a killed gateway's queue is swept within seconds.
+    Sqs,
+}
+
 /// A running binary whose stderr (JSON logs) is kept for diagnosis.
 pub struct Proc {
     pub name: String,
@@ -107,6 +117,7 @@ impl Drop for Proc {
 
 /// Gateways and workers sharing one queue prefix and one PostgreSQL database.
 pub struct Cluster {
+    pub backend: Backend,
     pub prefix: String,
     pub queue_url: String,
     pub db: TempPostgres,
@@ -118,10 +129,24 @@ pub struct Cluster {
 impl Cluster {
     /// `gateways` gateways and `workers` workers; `extra` settings go to every process.
     pub async fn start(gateways: usize, workers: usize, extra: &[(&str, &str)]) -> Self {
+        Self::start_on(Backend::RabbitMq, gateways, workers, extra).await
+    }
+
+    /// The same on the queue `backend`.
+    pub async fn start_on(
+        backend: Backend,
+        gateways: usize,
+        workers: usize,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let prefix = format!("cl-{}", unique_suffix());
-        let queue_url = format!("{}?prefix={prefix}", amqp_base_url());
+        let queue_url = match backend {
+            Backend::RabbitMq => format!("{}?prefix={prefix}", amqp_base_url()),
+            Backend::Sqs => format!("sqs://{prefix}?visibility=5&gateway_ttl=8"),
+        };
         let db = TempPostgres::create().await;
         let mut c = Self {
+            backend,
             prefix,
             queue_url,
             db,
@@ -150,14 +175,36 @@ impl Cluster {
             ("RATE_BURST".to_owned(), "10000".to_owned()),
             ("BIND".to_owned(), "127.0.0.1:0".to_owned()),
         ];
+        if self.backend == Backend::Sqs {
+            e.extend(crate::sqs::aws_env());
+        }
         e.extend(self.extra.iter().cloned());
         e
     }
 
     pub fn add_worker(&mut self) -> usize {
+        self.add_worker_with(&[])
+    }
+
+    /// A worker with settings of its own on top of the cluster's.
+    pub fn add_worker_with(&mut self, extra: &[(&str, &str)]) -> usize {
         let name = format!("worker-{}", self.workers.len());
-        self.workers.push(Proc::spawn(&name, "worker", &self.env()));
+        let mut env = self.env();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.workers.push(Proc::spawn(&name, "worker", &env));
         self.workers.len() - 1
+    }
+
+    /// Runs `worker ARGS…` against this cluster's queue; returns (success, stdout, stderr).
+    pub fn worker_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin("worker"))
+            .args(args)
+            .env_clear()
+            .envs(self.env())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
     }
 
     pub async fn add_gateway(&mut self) -> usize {
@@ -201,6 +248,18 @@ impl Cluster {
         self.gateways.clear();
         self.workers.clear();
         let opts = shared::queue::QueueOptions::default();
+        if self.backend == Backend::Sqs {
+            let aws = crate::sqs::overrides();
+            match shared::queue::sqs::SqsQueue::connect_with(&self.queue_url, &opts, &aws).await {
+                Ok(q) => {
+                    if let Err(e) = q.destroy().await {
+                        eprintln!("deleting the cluster's SQS queues: {e}");
+                    }
+                }
+                Err(e) => eprintln!("deleting the cluster's SQS queues: {e}"),
+            }
+            return;
+        }
         if let Ok(q) = shared::queue::amqp::AmqpQueue::connect(&self.queue_url, &opts).await {
             let _ = q.destroy().await;
         }

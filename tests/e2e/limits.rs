@@ -127,6 +127,7 @@ async fn more_than_500_missing_replays_the_newest_500_and_says_truncated() {
             body: format!("n{i}"),
             sent_at: shared::Timestamp::now(),
             enriched: Default::default(),
+            trace: None,
         })
         .collect();
     store.store_batch(&batch).await.unwrap();

@@ -5,13 +5,16 @@
 mod cluster;
 mod helpers;
 
+mod browser;
 mod docs;
 mod failures;
 mod http;
 mod identity;
 mod limits;
+mod nginx;
 mod ordering;
 mod protocol;
 mod queue_contract;
 mod scale_out;
+mod sqs;
 mod store;

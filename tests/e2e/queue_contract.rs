@@ -114,6 +114,7 @@ fn stored(seq: u64) -> Arc<StoredMessage> {
         body: env.body,
         sent_at: env.sent_at,
         enriched: Enriched::default(),
+        trace: None,
     })
 }
 

@@ -213,7 +213,8 @@ async fn a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
         .await
         .unwrap();
     let mut c = c;
-    c.add_worker();
+    let metrics_addr = free_addr();
+    c.add_worker_with(&[("METRICS_BIND", &metrics_addr)]);
     let mut a = c.client(0, "alice").await;
     a.join("room").await;
     assert_eq!(a.say("room", "bad", "a poison-pill").await["type"], "ack");
@@ -238,7 +239,62 @@ async fn a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
     let env: Value = serde_json::from_slice(&dead[0].payload).unwrap();
     assert_eq!(env["id"], "bad");
     assert_eq!(dead[0].attempts, 3);
+
+    // The worker's own metrics listener counts it, and shows the backlog.
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("courier_dead_letters_total{reason=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("courier_ingest_backlog"), "{metrics}");
+
+    // The operator inspects, fixes the cause, and replays: stored once, delivered in order.
+    let (ok, out, err) = c.worker_cli(&["dlq", "list"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(out.lines().next().expect("one dead letter")).unwrap();
+    assert_eq!(
+        (listed["id"].as_str(), listed["attempts"].as_u64()),
+        (Some("bad"), Some(3))
+    );
+    assert!(
+        listed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("poison pill refused"),
+        "{listed}"
+    );
+    sqlx::query("DROP TRIGGER poison ON messages")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (ok, out, err) = c.worker_cli(&["dlq", "replay", "--id", "bad"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "replayed 1 dead letter(s) onto the ingest queue"
+    );
+    let m = a.message("room").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["id"].as_str()),
+        (Some(21), Some("bad"))
+    );
+    let (ok, _, err) = c.worker_cli(&["dlq", "purge"]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    let (ok, out, _) = c.worker_cli(&["dlq", "purge", "--yes"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "purged 0 dead letter(s)");
     c.destroy().await;
+}
+
+/// A free loopback address for a listener a child process will open.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

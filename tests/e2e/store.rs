@@ -14,6 +14,7 @@ fn msg(room: &str, from: &str, id: &str) -> NewMessage {
         body: format!("body {id}"),
         sent_at: Timestamp::now(),
         enriched: Default::default(),
+        trace: None,
     }
 }
 

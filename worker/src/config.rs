@@ -46,9 +46,19 @@ impl WorkerSettings {
 #[command(
     name = "worker",
     version,
-    about = "courier worker: stores and enriches messages from the ingest queue and publishes them for delivery"
+    about = "courier worker: stores and enriches messages from the ingest queue and publishes them for delivery",
+    long_about = "courier worker: stores and enriches messages from the ingest queue and publishes \
+                  them for delivery. Without a command it consumes until SIGTERM; `worker dlq` \
+                  inspects and recovers dead letters."
 )]
 pub struct WorkerConfig {
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+
+    /// Address for `/metrics` and `/healthz` (e.g. 0.0.0.0:9090); unset, no listener.
+    #[arg(long, env = "METRICS_BIND", global = true)]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub backend: BackendConfig,
 
@@ -58,4 +68,40 @@ pub struct WorkerConfig {
     /// Log format: `text` or `json` (one object per line). Filter with RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// What the `worker` binary does besides consuming.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Inspect and recover messages in the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum DlqAction {
+    /// Print dead letters, oldest first, one JSON object per line (they stay where they are).
+    List {
+        /// Most dead letters to print.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Put dead letters back on the ingest queue once their cause is fixed; messages that
+    /// were stored after all are not stored twice.
+    Replay {
+        /// Replay the dead letters whose message id is this (repeat for several).
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Confirm: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
 }

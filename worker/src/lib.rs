@@ -2,12 +2,14 @@
 //! once with a gapless per-room `seq`, and publishes the result for delivery.
 
 pub mod config;
+pub mod dlq;
 pub mod enrich;
 pub mod error;
 pub mod pipeline;
 pub mod store;
+pub mod telemetry;
 
-pub use config::{WorkerConfig, WorkerSettings};
+pub use config::{DlqAction, WorkerCommand, WorkerConfig, WorkerSettings};
 pub use error::Error;
 pub use pipeline::Worker;
 pub use store::Store;
@@ -15,7 +17,8 @@ pub use store::Store;
 use shared::queue::{self, QueueUrl};
 use shared::shutdown::Shutdown;
 
-/// Runs the worker binary's job: connect to queue and store, consume until `shutdown`.
+/// Runs the worker binary's job: a `dlq` command, or consuming until `shutdown` (with the
+/// metrics listener when `METRICS_BIND` is set).
 pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> {
     let url = config.backend.queue_url()?;
     if url == QueueUrl::Memory {
@@ -26,12 +29,27 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
         ));
     }
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
+    if let Some(WorkerCommand::Dlq { action }) = &config.command {
+        return dlq::run(queue.as_ref(), action, &mut std::io::stdout()).await;
+    }
     let store = Store::connect(
         &config.backend.database_url,
         config.settings.store_options(),
     )
     .await?;
-    Worker::new(queue, store, config.settings)
+    let metrics = config.metrics_bind.map(|bind| {
+        telemetry::metrics_handle();
+        tokio::spawn(telemetry::serve(bind, queue.clone(), shutdown.clone()))
+    });
+    let result = Worker::new(queue, store, config.settings)
         .run(shutdown)
-        .await
+        .await;
+    if let Some(m) = metrics {
+        match m.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "metrics listener failed"),
+            Err(e) => tracing::error!(error = %e, "metrics listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result
 }

@@ -176,6 +176,7 @@ impl Worker {
             Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
         check_body(&env.body).map_err(|e| format!("invalid envelope body: {}", e.message))?;
         let (body, enriched) = self.enrich.run(&env.body);
+        debug!(trace = env.trace.as_deref().unwrap_or("-"), room = %env.room, id = %env.id, attempt = d.attempt, "message received");
         Ok(NewMessage {
             room: env.room,
             id: env.id,
@@ -183,6 +184,7 @@ impl Worker {
             body,
             sent_at: env.sent_at,
             enriched,
+            trace: env.trace,
         })
     }
 
@@ -230,6 +232,8 @@ impl Worker {
     ) {
         let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
         for s in stored {
+            let m = s.message();
+            debug!(trace = m.trace.as_deref().unwrap_or("-"), room = %m.room, id = %m.id, seq = m.seq, new = matches!(s, Stored::New(_)), "message stored");
             let kind = if matches!(s, Stored::New(_)) {
                 "stored"
             } else {

@@ -17,14 +17,14 @@ const LOCK_ROOM: &str = "INSERT INTO room_seq (room, last_seq) VALUES ($1, 0) \
      ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq RETURNING last_seq";
 const SET_ROOM: &str = "UPDATE room_seq SET last_seq = $2 WHERE room = $1";
 const INSERT: &str = "INSERT INTO messages \
-     (room, seq, sender, client_id, body, sent_at, enriched, stored_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (room, sender, client_id) DO NOTHING RETURNING seq";
-const BY_KEY: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+const BY_KEY: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND sender = $2 AND client_id = $3";
-const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
-const BEFORE: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched FROM messages \
+const BEFORE: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
 const HEAD: &str = "SELECT last_seq FROM room_seq WHERE room = $1";
 
@@ -37,6 +37,7 @@ pub struct NewMessage {
     pub body: String,
     pub sent_at: Timestamp,
     pub enriched: Enriched,
+    pub trace: Option<String>,
 }
 
 /// What storing one message did.
@@ -185,6 +186,7 @@ impl Store {
                     .bind(m.sent_at.as_millis())
                     .bind(enriched)
                     .bind(Timestamp::now().as_millis())
+                    .bind(m.trace.as_deref())
                     .fetch_optional(&mut *tx)
                     .await?;
                 out[i] = Some(match row {
@@ -198,6 +200,7 @@ impl Store {
                             body: m.body.clone(),
                             sent_at: m.sent_at,
                             enriched: m.enriched.clone(),
+                            trace: m.trace.clone(),
                         })
                     }
                     None => {
@@ -288,6 +291,7 @@ fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
         body: text(4)?,
         sent_at: Timestamp::from_millis(row.try_get::<i64, _>(5)?),
         enriched: serde_json::from_str(&text(6)?).map_err(|_| corrupt("enrichment"))?,
+        trace: row.try_get::<Option<String>, _>(7)?,
     })
 }
 

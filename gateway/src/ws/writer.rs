@@ -55,6 +55,8 @@ pub struct Writer<'a, S> {
     rooms: HashMap<RoomId, Cursor>,
     /// Bound of a room's early-arrival list, the same as the outbound buffer.
     max_early: usize,
+    /// Gateway receipt to the write of a live message (looked up once, not per frame).
+    latency: metrics::Histogram,
 }
 
 impl<'a, S> Writer<'a, S>
@@ -68,6 +70,7 @@ where
             store,
             rooms: HashMap::new(),
             max_early,
+            latency: metrics::histogram!("courier_delivery_latency_seconds"),
         }
     }
 
@@ -158,7 +161,17 @@ where
                 };
                 self.text(ev.to_json().into()).await
             }
-            Outbound::Live { room, seq, frame } => self.live(&room, seq, frame).await,
+            Outbound::Live {
+                room,
+                seq,
+                frame,
+                sent_at_ms,
+            } => {
+                self.live(&room, seq, frame).await?;
+                let age = shared::Timestamp::now().as_millis() - sent_at_ms;
+                self.latency.record(age.max(0) as f64 / 1000.0);
+                Ok(())
+            }
             // Caught up later, once the buffer is drained, so a join in progress is included.
             Outbound::Resync => {
                 self.lagging.store(true, Ordering::Relaxed);

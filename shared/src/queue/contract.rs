@@ -31,6 +31,7 @@ where
     retry_redelivers_after_its_delay(make(options()).await).await;
     dead_letters_after_max_attempts(make(options()).await).await;
     dead_letter_now(make(options()).await).await;
+    dead_letters_replay_and_purge(make(options()).await).await;
     abandoned_delivery_comes_back(make(options()).await).await;
     fan_out_follows_bindings(make(options()).await).await;
 }
@@ -44,6 +45,7 @@ pub fn envelope(room: &str, id: &str) -> Envelope {
         body: format!("body of {id}"),
         sent_at: Timestamp::now(),
         gateway: GatewayId::from_string("gw-contract".into()),
+        trace: None,
     }
 }
 
@@ -182,6 +184,42 @@ async fn dead_letter_now(q: Arc<dyn Queue>) {
     );
 }
 
+async fn dead_letters_replay_and_purge(q: Arc<dyn Queue>) {
+    use super::DeadLetterFilter;
+    for id in ["x1", "x2", "x3"] {
+        publish(&*q, "room-dlq", id).await;
+    }
+    let mut c = q.consumer().await.unwrap();
+    for d in collect(&mut *c, 3, Duration::from_secs(10)).await {
+        d.dead_letter("operator test").await.unwrap();
+    }
+    assert_eq!(wait_dead(&*q, 3).await.len(), 3);
+    let n = q
+        .replay_dead_letters(&DeadLetterFilter::Ids(vec!["x2".into()]))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let back = collect(&mut *c, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("replayed");
+    assert_eq!(
+        (id_of(&back).as_str(), back.attempt),
+        ("x2", 1),
+        "a replay starts afresh"
+    );
+    back.ack().await.unwrap();
+    assert_eq!(wait_dead(&*q, 2).await.len(), 2);
+    assert_eq!(q.purge_dead_letters().await.unwrap(), 2);
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert!(
+        collect(&mut *c, 1, Duration::from_millis(1500))
+            .await
+            .is_empty(),
+        "purged, not replayed"
+    );
+}
+
 async fn wait_dead(q: &dyn Queue, n: usize) -> Vec<super::DeadLetter> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -221,6 +259,7 @@ fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
         body: env.body,
         sent_at: env.sent_at,
         enriched: Enriched::default(),
+        trace: None,
     })
 }
 

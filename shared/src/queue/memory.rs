@@ -2,8 +2,8 @@
 //! implementation the contract tests hold every other backend to.
 
 use super::{
-    Consumer, DeadLetter, Delivery, FeedEvent, Queue, QueueError, QueueOptions, RoomBinding,
-    Settle, Settled, Subscription, Token,
+    Consumer, DeadLetter, DeadLetterFilter, Delivery, FeedEvent, Queue, QueueError, QueueOptions,
+    RoomBinding, Settle, Settled, Subscription, Token,
 };
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
@@ -186,6 +186,32 @@ impl Queue for MemoryQueue {
 
     async fn backlog(&self) -> Result<Option<u64>, QueueError> {
         Ok(Some(self.depth() as u64))
+    }
+
+    async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
+        let replayed = {
+            let mut st = self.inner.lock();
+            let (chosen, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
+                std::mem::take(&mut st.dead)
+                    .into_iter()
+                    .partition(|d| filter.matches(&d.payload));
+            st.dead = kept;
+            let n = chosen.len();
+            st.ready.extend(chosen.into_iter().map(|d| Item {
+                payload: d.payload,
+                attempts: 0,
+            }));
+            n
+        };
+        self.inner.wake.notify_waiters();
+        Ok(replayed)
+    }
+
+    async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
+        let mut st = self.inner.lock();
+        let n = st.dead.len();
+        st.dead.clear();
+        Ok(n)
     }
 }
 

@@ -8,9 +8,24 @@
 
 pub mod amqp;
 pub mod memory;
+pub mod sqs;
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
+
+/// An envelope for tests outside this crate (`room` = "room-t", `from` = "t").
+pub fn contract_envelope(id: &str) -> crate::Envelope {
+    crate::Envelope {
+        v: crate::message::ENVELOPE_VERSION,
+        id: crate::ClientMsgId::parse(id).expect("a valid test id"),
+        room: RoomId::parse("room-t").expect("a valid room"),
+        from: crate::UserId::parse("t").expect("a valid user"),
+        body: format!("body of {id}"),
+        sent_at: crate::Timestamp::now(),
+        gateway: GatewayId::from_string("gw-test".into()),
+        trace: Some(crate::message::new_trace()),
+    }
+}
 
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
@@ -96,10 +111,7 @@ pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queu
     match url {
         QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
         QueueUrl::Amqp(u) => Ok(Arc::new(amqp::AmqpQueue::connect(u, opts).await?)),
-        QueueUrl::Sqs(u) => Err(QueueError::Unsupported {
-            url: crate::config::redact_url(u),
-            reason: "this build has no SQS backend; use QUEUE_URL=memory or amqp://".into(),
-        }),
+        QueueUrl::Sqs(u) => Ok(Arc::new(sqs::SqsQueue::connect(u, opts).await?)),
     }
 }
 
@@ -124,6 +136,25 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Up to `max` messages from the dead-letter place, oldest first, without removing them.
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Puts the matching dead letters back on the ingest queue, as fresh messages with
+    /// all their attempts ahead of them; the store's idempotency makes replaying a
+    /// message that was stored after all harmless. Returns how many were replayed.
+    async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
+        let _ = filter;
+        Err(QueueError::Unsupported {
+            url: String::new(),
+            reason: "this queue backend cannot replay dead letters".into(),
+        })
+    }
+
+    /// Deletes every dead letter; returns how many there were.
+    async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
+        Err(QueueError::Unsupported {
+            url: String::new(),
+            reason: "this queue backend cannot purge dead letters".into(),
+        })
+    }
 
     /// Messages on the ingest queue not yet settled (the autoscaling signal), when the
     /// backend can tell.
@@ -178,6 +209,28 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     pub attempts: u32,
     pub reason: String,
+}
+
+/// Which dead letters an operation applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadLetterFilter {
+    All,
+    /// Those whose envelope `id` is one of these.
+    Ids(Vec<String>),
+}
+
+impl DeadLetterFilter {
+    /// True when the dead letter's payload (an envelope) is selected. A payload that is not
+    /// an envelope is selected only by `All`.
+    pub fn matches(&self, payload: &[u8]) -> bool {
+        match self {
+            Self::All => true,
+            Self::Ids(ids) => serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .is_some_and(|id| ids.contains(&id)),
+        }
+    }
 }
 
 /// How a failed delivery was settled.

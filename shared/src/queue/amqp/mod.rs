@@ -6,11 +6,14 @@
 //! the delivery role in [`fanout`], the consumers both use in [`consume`].
 
 mod consume;
+mod dlq;
 mod fanout;
 mod ingest;
 mod link;
 
-use super::{Consumer, DeadLetter, Queue, QueueError, QueueOptions, Subscription};
+use super::{
+    Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
+};
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
 use async_trait::async_trait;
@@ -83,6 +86,14 @@ impl Queue for AmqpQueue {
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         ingest::dead_letters(&self.link, max).await
+    }
+
+    async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
+        dlq::replay(&self.link, filter).await
+    }
+
+    async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
+        dlq::purge(&self.link).await
     }
 
     async fn backlog(&self) -> Result<Option<u64>, QueueError> {

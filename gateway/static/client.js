@@ -1,0 +1,795 @@
+// courier client: a WebSocket chat client that never loses or repeats a message.
+//
+// Plain modern JavaScript, one ES module, no dependencies and no build step. The gateway
+// serves it at /client.js; docs/client.md documents it. It speaks the wire contract of
+// docs/protocol.md: it reconnects by itself (backoff with jitter, at once on close code
+// 1012), rejoins every room with `since` = the last seq it delivered, pages through
+// `history` when a replay was truncated, drops what it already delivered, and keeps every
+// unacked send to re-send it with the same id until the gateway acks it.
+
+/** Room and user names of the contract. */
+export const NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+/** Largest message body, in UTF-8 bytes. */
+export const MAX_BODY_BYTES = 4096;
+/** Largest `history` page the gateway serves. */
+export const HISTORY_MAX = 200;
+
+/** Error codes the client retries by itself (the command was not run). */
+const RETRIED = new Set(['unavailable', 'rate_limited']);
+const OPEN = 1;
+
+const DEFAULTS = {
+  url: undefined,
+  user: undefined,
+  token: undefined,
+  minDelay: 250,
+  maxDelay: 10000,
+  factor: 2,
+  jitter: 0.5,
+  connectTimeout: 10000,
+  pingInterval: 25000,
+  pongTimeout: 10000,
+  maxPending: 1000,
+  maxBuffered: 2000,
+  historyRetries: 5,
+  idPrefix: undefined,
+  WebSocket: undefined,
+  setTimeout: undefined,
+  clearTimeout: undefined,
+  random: Math.random,
+  now: () => Date.now(),
+};
+
+/** An error of the protocol (`code` is the contract's error code) or of the client. */
+export class CourierError extends Error {
+  constructor(code, message, extra = {}) {
+    super(message || code);
+    this.name = 'CourierError';
+    this.code = code;
+    if (extra.room !== undefined) this.room = extra.room;
+    if (extra.id !== undefined) this.id = extra.id;
+  }
+}
+
+/** UTF-8 length of a string, without allocating. */
+function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
+}
+
+/** A message id the contract accepts: 1 to 128 bytes, no control characters. */
+function validId(id) {
+  // eslint-disable-next-line no-control-regex
+  return typeof id === 'string' && id.length > 0 && utf8Length(id) <= 128 && !/[\u0000-\u001f\u007f-\u009f]/.test(id);
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) {
+    throw new CourierError('bad_request', 'no url given and no page location to derive one from');
+  }
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
+}
+
+/**
+ * A connection to a courier gateway that survives disconnects.
+ *
+ * Events (subscribe with `on(type, fn)`, which returns a function that unsubscribes):
+ * `message`, `state`, `joined`, `left`, `ack`, `error`. See docs/client.md.
+ */
+export class CourierClient {
+  constructor(options = {}) {
+    const o = { ...DEFAULTS };
+    for (const [k, v] of Object.entries(options)) if (v !== undefined) o[k] = v;
+    this._o = o;
+    this._WS = o.WebSocket || globalThis.WebSocket;
+    if (typeof this._WS !== 'function') throw new TypeError('no WebSocket implementation available');
+    this._setTimeout = o.setTimeout || globalThis.setTimeout.bind(globalThis);
+    this._clearTimeout = o.clearTimeout || globalThis.clearTimeout.bind(globalThis);
+    this._listeners = new Map();
+    this._state = 'idle';
+    this._ws = null;
+    this._gen = 0; // bumps on every connection attempt; stale socket callbacks compare it
+    this._attempt = 0; // failed attempts since the last good connection
+    this._timers = { reconnect: null, connect: null, ping: null };
+    this._lastHeard = 0;
+    this._closing = false;
+    this._rooms = new Map(); // name -> room record
+    this._pending = new Map(); // id -> pending send, in send order
+    this._requests = new Map(); // ref -> {resolve, reject, kind, room}
+    this._nextRef = 1;
+    this._nextId = 1;
+    this._idPrefix = o.idPrefix || randomPrefix(o.random);
+    this.user = null;
+    this.session = null;
+    this.gateway = null;
+  }
+
+  // ---- public API -------------------------------------------------------------------
+
+  /** `idle`, `connecting`, `connected`, `reconnecting` or `closed`. */
+  get state() {
+    return this._state;
+  }
+
+  /** Names of the rooms this client is in (or is joining). */
+  get rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  /** The last seq delivered in `room` (null before its first `joined`). */
+  lastSeq(room) {
+    const r = this._rooms.get(room);
+    return r ? r.last : null;
+  }
+
+  /** Sends not acked yet, oldest first: `{room, id, body}`. */
+  pending() {
+    return [...this._pending.values()].map((p) => ({ room: p.room, id: p.id, body: p.body }));
+  }
+
+  /** A fresh message id, for an application that wants to know it before `send`. */
+  newId() {
+    return `${this._idPrefix}-${this._nextId++}`;
+  }
+
+  /** Subscribes `fn` to events of `type`; returns a function that unsubscribes it. */
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => this.off(type, fn);
+  }
+
+  off(type, fn) {
+    const set = this._listeners.get(type);
+    if (set) set.delete(fn);
+  }
+
+  /** Starts connecting (and keeps reconnecting until `close()`). */
+  connect() {
+    if (this._state === 'connecting' || this._state === 'connected' || this._state === 'reconnecting') return this;
+    this._closing = false;
+    this._attempt = 0;
+    this._open();
+    return this;
+  }
+
+  /** Closes for good: rejects every pending send and join. `connect()` starts again. */
+  close() {
+    this._closing = true;
+    this._clear('reconnect');
+    const ws = this._ws;
+    this._disconnected(1000, 'closed by the client');
+    if (ws) {
+      try {
+        ws.close(1000, 'bye');
+      } catch {
+        // already closing
+      }
+    }
+    const err = new CourierError('closed', 'the client was closed');
+    for (const p of this._pending.values()) this._settle(p, err);
+    for (const r of this._rooms.values()) this._settleJoin(r, err);
+    this._rooms.clear();
+  }
+
+  /**
+   * Joins `room`; resolves with `{room, head}` at its first `joined`, however many
+   * reconnects that takes. With `since`, messages after that seq are replayed first.
+   */
+  join(room, { since } = {}) {
+    if (typeof room !== 'string' || !NAME_RE.test(room)) {
+      return Promise.reject(new CourierError('bad_request', `invalid room name ${JSON.stringify(room)}`, { room }));
+    }
+    if (since !== undefined && !(Number.isInteger(since) && since >= 0)) {
+      return Promise.reject(new CourierError('bad_request', 'since must be a non-negative integer', { room }));
+    }
+    const existing = this._rooms.get(room);
+    if (existing) return existing.promise;
+    const r = {
+      name: room,
+      last: since === undefined ? null : since,
+      joined: false, // on the current connection
+      head: null,
+      buffer: new Map(), // seq -> message that arrived ahead of a missing one
+      highest: 0, // highest seq seen on this connection
+      filling: false,
+      joinAttempt: 0,
+      joinTimer: null,
+      settled: false,
+    };
+    r.promise = new Promise((resolve, reject) => {
+      r.resolve = resolve;
+      r.reject = reject;
+    });
+    // A join nobody awaits must not surface as an unhandled rejection.
+    r.promise.catch(() => {});
+    this._rooms.set(room, r);
+    if (this._state === 'connected') this._sendJoin(r);
+    return r.promise;
+  }
+
+  /** Leaves `room`: no more of its messages; its unacked sends are rejected. */
+  leave(room) {
+    const r = this._rooms.get(room);
+    if (!r) return Promise.resolve({ room });
+    this._rooms.delete(room);
+    this._clearRoomTimer(r);
+    const err = new CourierError('left', `left ${room}`, { room });
+    this._settleJoin(r, err);
+    for (const p of [...this._pending.values()]) if (p.room === room) this._settle(p, err);
+    if (this._state !== 'connected') return Promise.resolve({ room });
+    return this._request({ type: 'leave', room }, 'leave', room).then(
+      () => ({ room }),
+      () => ({ room }),
+    );
+  }
+
+  /**
+   * Sends `body` to `room`. Resolves with `{room, id}` once the gateway acked it (it is
+   * then durably queued and will be delivered once). Until then the send is kept and
+   * re-sent with the same `id` after any reconnect; `unavailable` and `rate_limited`
+   * are retried with backoff; any other error rejects.
+   */
+  send(room, body, { id } = {}) {
+    const r = this._rooms.get(room);
+    if (!r) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
+    if (typeof body !== 'string' || body.length === 0) {
+      return Promise.reject(new CourierError('bad_request', 'body must be a non-empty string', { room, id }));
+    }
+    if (utf8Length(body) > MAX_BODY_BYTES) {
+      return Promise.reject(new CourierError('too_large', `body over ${MAX_BODY_BYTES} bytes`, { room, id }));
+    }
+    if (id === undefined) id = this.newId();
+    else if (!validId(id)) return Promise.reject(new CourierError('bad_request', 'invalid message id', { room, id }));
+    const same = this._pending.get(id);
+    if (same) return same.promise;
+    if (this._pending.size >= this._o.maxPending) {
+      return Promise.reject(new CourierError('overloaded', `${this._o.maxPending} sends are already waiting for an ack`, { room, id }));
+    }
+    const p = { room, id, body, inFlight: false, attempt: 0, timer: null };
+    p.promise = new Promise((resolve, reject) => {
+      p.resolve = resolve;
+      p.reject = reject;
+    });
+    this._pending.set(id, p);
+    if (r.joined) this._transmit(p);
+    return p.promise;
+  }
+
+  /**
+   * Up to `limit` (at most 200) messages of `room` with seq < `before` (the newest when
+   * absent), oldest first. For scrolling back; these are not `message` events.
+   */
+  history(room, { before, limit = 50 } = {}) {
+    const r = this._rooms.get(room);
+    if (!r) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room }));
+    if (!r.joined) return Promise.reject(new CourierError('disconnected', 'not connected; retry once joined', { room }));
+    const cmd = { type: 'history', room, limit: Math.max(1, Math.min(HISTORY_MAX, limit | 0)) };
+    if (before !== undefined && before !== null) cmd.before = before;
+    return this._request(cmd, 'history', room, this._o.historyRetries).then((f) => f.messages || []);
+  }
+
+  // ---- connection ---------------------------------------------------------------------
+
+  _open() {
+    const gen = ++this._gen;
+    this._setState('connecting', { attempt: this._attempt });
+    let token;
+    try {
+      token = typeof this._o.token === 'function' ? this._o.token() : this._o.token;
+    } catch (e) {
+      this._fail(gen, e);
+      return;
+    }
+    if (token && typeof token.then === 'function') {
+      token.then(
+        (t) => this._dial(gen, t),
+        (e) => this._fail(gen, e),
+      );
+    } else {
+      this._dial(gen, token);
+    }
+  }
+
+  _fail(gen, e) {
+    if (gen !== this._gen || this._closing) return;
+    this._emit('error', e instanceof CourierError ? e : new CourierError('connect_failed', String((e && e.message) || e)));
+    this._attempt++;
+    this._scheduleReconnect(4000, 'could not connect');
+  }
+
+  _dial(gen, token) {
+    if (gen !== this._gen || this._closing) return;
+    let ws;
+    try {
+      const base = this._o.url || defaultUrl();
+      const u = new URL(base, globalThis.location ? globalThis.location.href : undefined);
+      if (token) u.searchParams.set('token', token);
+      else if (this._o.user) u.searchParams.set('user', this._o.user);
+      ws = new this._WS(u.toString());
+    } catch (e) {
+      this._fail(gen, e);
+      return;
+    }
+    this._ws = ws;
+    ws.onmessage = (ev) => {
+      if (this._ws === ws) this._frame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      this._lost(ev && ev.code, ev && ev.reason);
+    };
+    ws.onerror = () => {}; // a close event follows
+    this._timers.connect = this._setTimeout(() => {
+      this._timers.connect = null;
+      if (this._ws === ws && this._state === 'connecting') this._drop(4000, 'no hello in time');
+    }, this._o.connectTimeout);
+  }
+
+  /** Gives up on the current socket without waiting for its close event. */
+  _drop(code, reason) {
+    const ws = this._ws;
+    this._lost(code, reason);
+    try {
+      ws.close(4000, reason);
+    } catch {
+      // nothing to close
+    }
+  }
+
+  /** The socket is gone: forget what was per-connection, then reconnect. */
+  _lost(code, reason) {
+    this._disconnected(code, reason);
+    if (this._closing) return;
+    if (code === 1012) {
+      // The gateway is restarting: try again at once (another gateway may be up).
+      this._scheduleReconnect(code, reason, 0);
+    } else {
+      this._attempt++;
+      this._scheduleReconnect(code, reason);
+    }
+  }
+
+  _disconnected(code, reason) {
+    this._ws = null;
+    this._gen++;
+    this._clear('connect');
+    this._clear('ping');
+    for (const r of this._rooms.values()) {
+      r.joined = false;
+      r.buffer.clear();
+      r.highest = 0;
+      this._clearRoomTimer(r);
+    }
+    for (const p of this._pending.values()) {
+      p.inFlight = false;
+      if (p.timer !== null) {
+        this._clearTimeout(p.timer);
+        p.timer = null;
+      }
+    }
+    const err = new CourierError('disconnected', 'the connection was lost');
+    const reqs = [...this._requests.values()];
+    this._requests.clear();
+    for (const q of reqs) {
+      if (q.timer !== null) this._clearTimeout(q.timer);
+      q.reject(err);
+    }
+    if (this._closing) this._setState('closed', { code, reason });
+  }
+
+  _scheduleReconnect(code, reason, delay = this._backoff(this._attempt)) {
+    this._clear('reconnect');
+    this._setState('reconnecting', { code, reason, delay, attempt: this._attempt });
+    this._timers.reconnect = this._setTimeout(() => {
+      this._timers.reconnect = null;
+      if (!this._closing) this._open();
+    }, delay);
+  }
+
+  /** Delay before attempt `n` (n >= 1): exponential, capped, with jitter below it. */
+  _backoff(n) {
+    const { minDelay, maxDelay, factor, jitter } = this._o;
+    const base = Math.min(maxDelay, minDelay * Math.pow(factor, Math.max(0, n - 1)));
+    return Math.round(base * (1 - jitter * this._o.random()));
+  }
+
+  _clear(name) {
+    if (this._timers[name] !== null) {
+      this._clearTimeout(this._timers[name]);
+      this._timers[name] = null;
+    }
+  }
+
+  _schedulePing() {
+    this._clear('ping');
+    const { pingInterval, pongTimeout } = this._o;
+    if (!(pingInterval > 0)) return;
+    this._timers.ping = this._setTimeout(() => {
+      this._timers.ping = null;
+      if (this._state !== 'connected') return;
+      const silent = this._o.now() - this._lastHeard;
+      if (silent >= pingInterval + pongTimeout) {
+        this._drop(4000, 'the gateway stopped answering');
+        return;
+      }
+      if (silent >= pingInterval) this._frameOut({ type: 'ping' });
+      this._schedulePing();
+    }, Math.min(pingInterval, pongTimeout));
+  }
+
+  _frameOut(obj) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(obj));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- incoming frames ----------------------------------------------------------------
+
+  _frame(data) {
+    this._lastHeard = this._o.now();
+    let f;
+    try {
+      f = JSON.parse(data);
+    } catch {
+      this._emit('error', new CourierError('bad_frame', 'the gateway sent something that is not JSON'));
+      return;
+    }
+    if (!f || typeof f !== 'object') return;
+    switch (f.type) {
+      case 'hello':
+        return this._hello(f);
+      case 'joined':
+        return this._joined(f);
+      case 'message':
+        return this._message(f);
+      case 'ack':
+        return this._ack(f);
+      case 'error':
+        return this._error(f);
+      case 'left':
+      case 'history':
+      case 'pong':
+        return this._reply(f);
+      default:
+        return; // newer gateways may add events; ignore them
+    }
+  }
+
+  _hello(f) {
+    this._clear('connect');
+    this._attempt = 0;
+    this.user = f.user;
+    this.session = f.session;
+    this.gateway = f.gateway;
+    this._schedulePing();
+    // Rejoin first: a state listener that joins a room then sends that join only once.
+    for (const r of this._rooms.values()) this._sendJoin(r);
+    this._setState('connected', { user: f.user, session: f.session, gateway: f.gateway });
+  }
+
+  _sendJoin(r) {
+    this._clearRoomTimer(r);
+    const cmd = { type: 'join', room: r.name };
+    if (r.last !== null) cmd.since = r.last;
+    this._request(cmd, 'join', r.name).catch((e) => {
+      if (this._rooms.get(r.name) !== r || e.code === 'disconnected') return; // rejoined on reconnect
+      if (RETRIED.has(e.code)) {
+        r.joinAttempt++;
+        r.joinTimer = this._setTimeout(() => {
+          r.joinTimer = null;
+          if (this._rooms.get(r.name) === r && this._state === 'connected' && !r.joined) this._sendJoin(r);
+        }, this._backoff(r.joinAttempt));
+        return;
+      }
+      this._rooms.delete(r.name);
+      for (const p of [...this._pending.values()]) if (p.room === r.name) this._settle(p, e);
+      this._settleJoin(r, e);
+      this._emit('error', e);
+    });
+  }
+
+  _clearRoomTimer(r) {
+    if (r.joinTimer !== null) {
+      this._clearTimeout(r.joinTimer);
+      r.joinTimer = null;
+    }
+  }
+
+  _joined(f) {
+    const r = this._rooms.get(f.room);
+    this._reply(f);
+    if (!r) return;
+    const head = Number(f.head) || 0;
+    const resumed = r.last !== null;
+    if (r.last === null) {
+      r.last = head;
+    } else if (head < r.last) {
+      // The room holds fewer messages than this client saw: its store was reset.
+      this._emit('error', new CourierError('room_reset', `${r.name} restarted at seq ${head}, below ${r.last}`, { room: r.name }));
+      r.last = head;
+    }
+    r.joined = true;
+    r.joinAttempt = 0;
+    r.head = head;
+    r.highest = Math.max(r.highest, head);
+    this._settleJoin(r, null, { room: r.name, head });
+    this._emit('joined', { room: r.name, head, resumed, truncated: !!f.truncated });
+    for (const p of this._pending.values()) if (p.room === r.name && !p.inFlight && p.timer === null) this._transmit(p);
+    // A truncated replay starts above the last delivered seq: the fill pages the rest.
+    if (f.truncated && head > r.last) this._fill(r);
+  }
+
+  _message(m) {
+    const r = this._rooms.get(m.room);
+    if (!r || !r.joined || !Number.isInteger(m.seq)) return;
+    if (m.seq <= r.last) return; // delivered already
+    if (m.seq > r.highest) r.highest = m.seq;
+    if (m.seq === r.last + 1 && !r.filling) {
+      this._deliver(r, m);
+      this._drain(r);
+      return;
+    }
+    // Ahead of a missing one: hold it (bounded; what does not fit is paged in later).
+    if (r.buffer.size < this._o.maxBuffered) r.buffer.set(m.seq, m);
+    this._fill(r);
+  }
+
+  _deliver(r, m) {
+    r.last = m.seq;
+    // A message of ours that is stored was acked, even if the ack itself got lost.
+    const p = this._pending.get(m.id);
+    if (p && p.room === m.room && m.from === this.user) this._settle(p, null, { room: p.room, id: p.id });
+    this._emit('message', m);
+  }
+
+  _drain(r) {
+    for (const seq of r.buffer.keys()) if (seq <= r.last) r.buffer.delete(seq);
+    let next;
+    while ((next = r.buffer.get(r.last + 1))) {
+      r.buffer.delete(next.seq);
+      if (this._rooms.get(r.name) !== r || !r.joined) return;
+      this._deliver(r, next);
+    }
+  }
+
+  /** Pages the messages between the last delivered one and the highest seen, in order. */
+  async _fill(r) {
+    if (r.filling) return;
+    r.filling = true;
+    const gen = this._gen;
+    try {
+      while (this._rooms.get(r.name) === r && r.joined && gen === this._gen) {
+        this._drain(r);
+        if (r.last >= r.highest) break;
+        const before = Math.min(r.last + 1 + HISTORY_MAX, r.highest + 1);
+        const page = await this.history(r.name, { before, limit: HISTORY_MAX });
+        if (this._rooms.get(r.name) !== r || !r.joined || gen !== this._gen) break;
+        let progressed = false;
+        for (const m of page) {
+          if (m.seq === r.last + 1) {
+            this._deliver(r, m);
+            progressed = true;
+          }
+        }
+        if (!progressed) {
+          // The store does not have the next seq: never stall the room on it.
+          const ahead = [...r.buffer.keys()].filter((s) => s > r.last);
+          const to = ahead.length ? Math.min(...ahead) - 1 : r.highest;
+          this._emit('error', new CourierError('gap', `messages ${r.last + 1}..${to} of ${r.name} are missing`, { room: r.name }));
+          r.last = to;
+        }
+      }
+    } catch {
+      // The connection went away: the rejoin resumes from the last delivered seq.
+    } finally {
+      r.filling = false;
+    }
+  }
+
+  _ack(f) {
+    const p = this._pending.get(f.id);
+    if (p && p.room === f.room) this._settle(p, null, { room: f.room, id: f.id });
+  }
+
+  _error(f) {
+    const err = new CourierError(f.code, f.message, { id: f.id });
+    if (f.ref !== undefined && this._requests.has(f.ref)) {
+      this._reply(f, err);
+      return;
+    }
+    const p = f.id !== undefined ? this._pending.get(f.id) : undefined;
+    if (p) {
+      err.room = p.room;
+      p.inFlight = false;
+      if (RETRIED.has(f.code)) {
+        p.attempt++;
+        p.timer = this._setTimeout(() => {
+          p.timer = null;
+          const r = this._rooms.get(p.room);
+          if (this._pending.get(p.id) === p && r && r.joined) this._transmit(p);
+        }, this._backoff(p.attempt));
+      } else {
+        this._settle(p, err);
+      }
+      return;
+    }
+    this._emit('error', err);
+  }
+
+  /** Settles the request a reply (or error) refers to by its `ref`. */
+  _reply(f, err) {
+    if (f.ref === undefined) return;
+    const q = this._requests.get(f.ref);
+    if (!q) return;
+    if (err && RETRIED.has(err.code) && q.retries > 0) {
+      q.retries--;
+      q.attempt++;
+      q.timer = this._setTimeout(() => {
+        q.timer = null;
+        if (this._requests.get(f.ref) === q && !this._frameOut(q.cmd)) {
+          this._requests.delete(f.ref);
+          q.reject(new CourierError('disconnected', 'the connection was lost'));
+        }
+      }, this._backoff(q.attempt));
+      return;
+    }
+    this._requests.delete(f.ref);
+    if (err) q.reject(err);
+    else q.resolve(f);
+  }
+
+  _request(cmd, kind, room, retries = 0) {
+    const ref = `r${this._nextRef++}`;
+    cmd.ref = ref;
+    return new Promise((resolve, reject) => {
+      if (!this._frameOut(cmd)) {
+        reject(new CourierError('disconnected', 'not connected', { room }));
+        return;
+      }
+      this._requests.set(ref, { resolve, reject, kind, room, cmd, retries, attempt: 0, timer: null });
+    });
+  }
+
+  _transmit(p) {
+    if (this._frameOut({ type: 'send', room: p.room, id: p.id, body: p.body })) p.inFlight = true;
+  }
+
+  _settle(p, err, value) {
+    if (this._pending.get(p.id) !== p) return;
+    this._pending.delete(p.id);
+    if (p.timer !== null) {
+      this._clearTimeout(p.timer);
+      p.timer = null;
+    }
+    if (err) {
+      p.reject(err);
+    } else {
+      p.resolve(value);
+      this._emit('ack', value);
+    }
+  }
+
+  _settleJoin(r, err, value) {
+    if (r.settled) return;
+    r.settled = true;
+    if (err) r.reject(err);
+    else r.resolve(value);
+  }
+
+  _setState(state, detail = {}) {
+    const previous = this._state;
+    this._state = state;
+    this._emit('state', { ...detail, state, previous });
+  }
+
+  _emit(type, detail) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(detail);
+      } catch (e) {
+        // A listener's bug must not break delivery to the others.
+        if (globalThis.console) globalThis.console.error(e);
+      }
+    }
+  }
+}
+
+function randomPrefix(random) {
+  let s = '';
+  for (let i = 0; i < 8; i++) s += Math.floor(random() * 36).toString(36);
+  return `c${Date.now().toString(36)}${s}`;
+}
+
+/**
+ * Splits a message body into the pieces to display, from the message's `enriched`
+ * fields: `{type: 'text'|'link'|'mention'|'hashtag', text}`, links with `href` (only
+ * http and https), mentions with `name`, hashtags with `tag`. Concatenating every
+ * piece's `text` gives the body back. Put each piece in the DOM as text.
+ */
+export function segments(body, enriched) {
+  const text = typeof body === 'string' ? body : '';
+  const e = enriched || {};
+  const spans = []; // [start, end, segment] of links, non-overlapping
+  for (const link of Array.isArray(e.links) ? e.links : []) {
+    const href = safeHref(link);
+    if (!href) continue;
+    let from = 0;
+    let at;
+    while (link.length > 0 && (at = text.indexOf(link, from)) !== -1) {
+      const end = at + link.length;
+      if (!spans.some(([s, t]) => at < t && end > s)) spans.push([at, end, { type: 'link', text: link, href }]);
+      from = end;
+    }
+  }
+  const mentions = new Set(Array.isArray(e.mentions) ? e.mentions : []);
+  const hashtags = new Set(Array.isArray(e.hashtags) ? e.hashtags : []);
+  const inSpan = (i) => spans.some(([s, t]) => i >= s && i < t);
+  if (mentions.size || hashtags.size) {
+    const word = /[\p{Alphabetic}\p{N}_@#]/u;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if ((c !== '@' && c !== '#') || inSpan(i)) continue;
+      const prev = i === 0 ? '' : i > 1 && /[\udc00-\udfff]/.test(text[i - 1]) ? text.slice(i - 2, i) : text[i - 1];
+      if (prev && word.test(prev)) continue;
+      const rest = text.slice(i + 1);
+      if (c === '@') {
+        const m = rest.match(/^[A-Za-z0-9_.:-]+/);
+        const name = m ? m[0].replace(/[.:-]+$/, '') : '';
+        if (name && mentions.has(name)) {
+          spans.push([i, i + 1 + name.length, { type: 'mention', text: `@${name}`, name }]);
+          i += name.length;
+        }
+      } else {
+        const m = rest.match(/^[\p{Alphabetic}\p{N}_]+/u);
+        const tag = m ? m[0] : '';
+        if (tag && hashtags.has(tag)) {
+          spans.push([i, i + 1 + tag.length, { type: 'hashtag', text: `#${tag}`, tag }]);
+          i += tag.length;
+        }
+      }
+    }
+  }
+  spans.sort((a, b) => a[0] - b[0]);
+  const out = [];
+  let pos = 0;
+  for (const [s, t, seg] of spans) {
+    if (s > pos) out.push({ type: 'text', text: text.slice(pos, s) });
+    out.push(seg);
+    pos = t;
+  }
+  if (pos < text.length) out.push({ type: 'text', text: text.slice(pos) });
+  return out;
+}
+
+/** The URL as an href when it is http or https, else null. */
+export function safeHref(url) {
+  if (typeof url !== 'string' || !/^https?:\/\//i.test(url)) return null;
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+  } catch {
+    return null;
+  }
+}

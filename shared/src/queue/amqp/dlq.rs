@@ -1,0 +1,63 @@
+//! Operator actions on the dead-letter queue: replay selected messages onto the ingest
+//! queue, or purge them all.
+
+use super::link::{Link, Outgoing, json_properties, rpc};
+use crate::queue::{DeadLetterFilter, QueueError};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+
+/// Most dead letters one replay looks at; run it again for more.
+const MAX_SCAN: usize = 100_000;
+
+/// Republishes each selected dead letter to the ingest queue (confirmed) before acking it
+/// off the dead-letter queue; the others are left where they were.
+pub(super) async fn replay(link: &Link, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
+    let session = link.session()?;
+    // Unselected messages stay unacked on this channel and go back when it closes.
+    let ch = session.channel().await?;
+    let mut replayed = 0;
+    for _ in 0..MAX_SCAN {
+        let got = rpc(
+            "reading the dead-letter queue",
+            ch.basic_get(
+                link.names.dead.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            ),
+        )
+        .await?;
+        let Some(m) = got else { break };
+        if !filter.matches(&m.delivery.data) {
+            continue;
+        }
+        session
+            .publish_confirmed(vec![Outgoing {
+                exchange: "",
+                routing_key: &link.names.ingest,
+                payload: &m.delivery.data,
+                properties: json_properties(true),
+                mandatory: true,
+            }])
+            .await?;
+        rpc(
+            "acking a replayed dead letter",
+            m.delivery.acker.ack(BasicAckOptions::default()),
+        )
+        .await?;
+        replayed += 1;
+    }
+    let _ = ch.close(200, "dead letters replayed".into()).await;
+    Ok(replayed)
+}
+
+pub(super) async fn purge(link: &Link) -> Result<usize, QueueError> {
+    let session = link.session()?;
+    let ch = session.admin().await?;
+    let n = rpc(
+        "purging the dead-letter queue",
+        ch.queue_purge(
+            link.names.dead.as_str().into(),
+            QueuePurgeOptions::default(),
+        ),
+    )
+    .await?;
+    Ok(n as usize)
+}

@@ -1,0 +1,470 @@
+//! The ingest role's receiving end: long-polled batches of up to 10 (several calls for a
+//! bigger batch), and settlement: ack = `DeleteMessageBatch` after the store commit,
+//! retry = `ChangeMessageVisibility` to the delay, dead letter = a confirmed send to the
+//! dead-letter queue and then the delete. While a delivery is held its visibility is
+//! extended, so a batch that waits out a store outage is not handed to another worker.
+//!
+//! `attempt` is SQS's `ApproximateReceiveCount`: it counts every receive, crashes of a
+//! holder included, which is what the redrive policy counts too.
+
+use super::Shared;
+use super::client::{CALL_TIMEOUT, call, secs};
+use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
+use crate::queue::{Consumer, Delivery, QueueError, Settle, Settled, Token};
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// SQS's most messages per receive.
+const RECEIVE_MAX: usize = 10;
+/// SQS's longest long poll.
+const LONGEST_POLL: Duration = Duration::from_secs(20);
+/// Most deliveries one `receive` returns, however many are asked for.
+const BIGGEST_BATCH: usize = 1000;
+/// Tries of a delete entry SQS failed on its side.
+const DELETE_TRIES: u32 = 3;
+
+/// A delivery's handle: its receipt, and what a dead letter needs.
+struct Ticket {
+    key: u64,
+    receipt: String,
+    message_id: String,
+    group: Option<String>,
+}
+
+/// Settles deliveries of every consumer of one `SqsQueue`, and keeps the held ones
+/// invisible.
+pub(super) struct Settler {
+    /// Itself, for work `abandon` spawns.
+    me: Weak<Settler>,
+    shared: Arc<Shared>,
+    held: Mutex<HashMap<u64, Held>>,
+    next_key: AtomicU64,
+    /// Serializes visibility changes: an extension must not undo a retry's delay.
+    visibility: tokio::sync::Mutex<()>,
+    /// For `abandon`, which runs in `Drop` and may be outside any runtime context.
+    runtime: tokio::runtime::Handle,
+}
+
+struct Held {
+    receipt: String,
+    extended: Instant,
+}
+
+impl Settler {
+    /// A settler and its visibility extender, which stops with the last handle.
+    pub(super) fn start(shared: &Arc<Shared>) -> Arc<Self> {
+        let settler = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            shared: shared.clone(),
+            held: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            visibility: tokio::sync::Mutex::new(()),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        tokio::spawn(extend(Arc::downgrade(&settler)));
+        settler
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, receipt: &str) -> u64 {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        self.held().insert(
+            key,
+            Held {
+                receipt: receipt.to_owned(),
+                extended: Instant::now(),
+            },
+        );
+        key
+    }
+
+    fn release(&self, key: u64) {
+        self.held().remove(&key);
+    }
+
+    fn sqs(&self) -> &Client {
+        &self.shared.sqs
+    }
+
+    fn ingest(&self) -> &str {
+        &self.shared.topology.ingest
+    }
+
+    async fn change_visibility(&self, receipt: &str, d: Duration) -> Result<(), QueueError> {
+        let seconds = secs(d).clamp(0, 43_200);
+        call(
+            "changing a message's visibility",
+            CALL_TIMEOUT,
+            self.sqs()
+                .change_message_visibility()
+                .queue_url(self.ingest())
+                .receipt_handle(receipt)
+                .visibility_timeout(seconds)
+                .send(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(QueueError::from)
+    }
+}
+
+/// Extends the visibility of every delivery held for a third of the visibility timeout,
+/// every third of it, until the settler is gone.
+async fn extend(settler: Weak<Settler>) {
+    let Some(visibility) = settler.upgrade().map(|s| s.shared.settings.visibility) else {
+        return;
+    };
+    let every = visibility / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(s) = settler.upgrade() else { return };
+        let _gate = s.visibility.lock().await;
+        let now = Instant::now();
+        let due: Vec<(u64, String)> = s
+            .held()
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.extended) >= every)
+            .map(|(k, h)| (*k, h.receipt.clone()))
+            .collect();
+        for chunk in due.chunks(RECEIVE_MAX) {
+            let entries = chunk
+                .iter()
+                .map(|(k, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(k.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(secs(visibility))
+                        .build()
+                        .expect("id and receipt are set")
+                })
+                .collect();
+            let extended = call(
+                "extending the visibility of held messages",
+                CALL_TIMEOUT,
+                s.sqs()
+                    .change_message_visibility_batch()
+                    .queue_url(s.ingest())
+                    .set_entries(Some(entries))
+                    .send(),
+            )
+            .await;
+            match extended {
+                Ok(out) => {
+                    let mut held = s.held();
+                    for ok in out.successful() {
+                        if let Some(h) = ok.id().parse().ok().and_then(|k| held.get_mut(&k)) {
+                            h.extended = now;
+                        }
+                    }
+                    for failed in out.failed() {
+                        debug!(
+                            code = failed.code(),
+                            "a held message's visibility could not be extended"
+                        );
+                    }
+                }
+                Err(f) => {
+                    warn!(error = %f, held = due.len(), "extending the visibility of held messages failed; they may be delivered again")
+                }
+            }
+        }
+    }
+}
+
+/// A consumer of the ingest queue.
+pub(super) struct SqsConsumer {
+    shared: Arc<Shared>,
+    settler: Arc<Settler>,
+}
+
+impl SqsConsumer {
+    pub(super) fn new(shared: Arc<Shared>, settler: Arc<Settler>) -> Self {
+        Self { shared, settler }
+    }
+
+    /// One `ReceiveMessage` of up to `n` messages, waiting up to `wait`.
+    async fn receive_once(&self, n: usize, wait: Duration) -> Result<Vec<Message>, QueueError> {
+        let out = call(
+            "receiving from the ingest queue",
+            wait + CALL_TIMEOUT,
+            self.shared
+                .sqs
+                .receive_message()
+                .queue_url(&self.shared.topology.ingest)
+                .max_number_of_messages(i32::try_from(n.clamp(1, RECEIVE_MAX)).unwrap_or(1))
+                .wait_time_seconds(secs(wait))
+                .visibility_timeout(secs(self.shared.settings.visibility))
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .message_attribute_names("All")
+                .send(),
+        )
+        .await?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    fn wrap(&self, m: Message) -> Option<Delivery> {
+        let receipt = m.receipt_handle()?.to_owned();
+        let attempt = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let group = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned();
+        let ticket = Ticket {
+            key: self.settler.hold(&receipt),
+            receipt,
+            message_id: m.message_id().unwrap_or_default().to_owned(),
+            group,
+        };
+        let payload = codec::payload_of(&m);
+        let settle: Arc<dyn Settle> = self.settler.clone();
+        Some(Delivery::new(payload, attempt, Box::new(ticket), settle))
+    }
+}
+
+#[async_trait]
+impl Consumer for SqsConsumer {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let max = max.clamp(1, BIGGEST_BATCH);
+        // Whole seconds: SQS long polls in seconds. Zero would be a short poll, which
+        // samples only some servers of a standard queue.
+        let wait = self
+            .shared
+            .opts
+            .receive_wait
+            .max(Duration::from_secs(1))
+            .min(LONGEST_POLL);
+        let wait = Duration::from_secs(wait.as_secs_f64().ceil() as u64);
+        let mut out = Vec::new();
+        let mut asked = max.min(RECEIVE_MAX);
+        let mut got = self.receive_once(asked, wait).await?;
+        loop {
+            let full = got.len() == asked;
+            out.extend(got.into_iter().filter_map(|m| self.wrap(m)));
+            if !full || out.len() >= max {
+                return Ok(out);
+            }
+            // More is waiting: fill the batch without waiting.
+            asked = (max - out.len()).min(RECEIVE_MAX);
+            got = match self.receive_once(asked, Duration::ZERO).await {
+                Ok(more) => more,
+                Err(_) => return Ok(out),
+            };
+        }
+    }
+}
+
+fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
+    token.downcast::<Ticket>().map_err(|_| {
+        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
+    })
+}
+
+#[async_trait]
+impl Settle for Settler {
+    async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
+        let mut receipts = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let t = ticket(token)?;
+            self.release(t.key);
+            receipts.push(t.receipt);
+        }
+        let total = receipts.len();
+        let mut calls = JoinSet::new();
+        for chunk in receipts.chunks(RECEIVE_MAX) {
+            let sqs = self.shared.sqs.clone();
+            let url = self.shared.topology.ingest.clone();
+            calls.spawn(delete_batch(sqs, url, chunk.to_vec()));
+        }
+        let mut failed = 0usize;
+        let mut last = None;
+        while let Some(done) = calls.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err((n, e))) => {
+                    failed += n;
+                    last = Some(e);
+                }
+                Err(e) => last = Some(QueueError::Unavailable(format!("deleting: {e}"))),
+            }
+        }
+        match last {
+            None => Ok(()),
+            Some(e) => {
+                debug!(failed, total, error = %e, "deletes failed; SQS redelivers those messages");
+                Err(e)
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Settled, QueueError> {
+        if attempt >= self.shared.opts.max_attempts {
+            self.dead_letter(token, payload, attempt, reason).await?;
+            return Ok(Settled::DeadLettered);
+        }
+        let t = ticket(token)?;
+        let _gate = self.visibility.lock().await;
+        self.release(t.key);
+        // SQS counts in whole seconds; at least one so it is not redelivered at once.
+        let delay = Duration::from_secs(delay.as_secs_f64().ceil().max(1.0) as u64);
+        self.change_visibility(&t.receipt, delay).await?;
+        debug!(
+            attempt,
+            delay_s = delay.as_secs(),
+            "delivery scheduled for a retry"
+        );
+        Ok(Settled::Retrying)
+    }
+
+    async fn dead_letter(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let t = ticket(token)?;
+        let body = Body::encode(payload);
+        let mut send = self
+            .sqs()
+            .send_message()
+            .queue_url(&self.shared.topology.dead)
+            .message_body(body.text.clone())
+            .set_message_attributes(body.attributes())
+            .message_attributes(ATTEMPTS, codec::number_attr(attempt))
+            .message_attributes(REASON, codec::reason_attr(reason));
+        if let Some(group) = &t.group {
+            send = send.message_attributes(GROUP, codec::string_attr(group));
+        }
+        if self.shared.settings.fifo {
+            // A group per dead letter: listing the queue never waits on a group's lock;
+            // the message id deduplicates a repeat after a crash.
+            send = send
+                .message_group_id(&t.message_id)
+                .message_deduplication_id(&t.message_id);
+        }
+        // Keep it invisible (extended) until both steps are done.
+        let sent = call(
+            "sending to the dead-letter queue",
+            CALL_TIMEOUT,
+            send.send(),
+        )
+        .await;
+        if let Err(f) = sent {
+            self.release(t.key);
+            return Err(f.into());
+        }
+        self.release(t.key);
+        let deleted = delete_batch(
+            self.shared.sqs.clone(),
+            self.shared.topology.ingest.clone(),
+            vec![t.receipt],
+        )
+        .await;
+        deleted.map_err(|(_, e)| e)
+    }
+
+    fn abandon(&self, token: Token) {
+        let Ok(t) = ticket(token) else { return };
+        let Some(settler) = self.me.upgrade() else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            let _gate = settler.visibility.lock().await;
+            settler.release(t.key);
+            if let Err(e) = settler.change_visibility(&t.receipt, Duration::ZERO).await {
+                debug!(error = %e, "handing back an abandoned delivery failed; SQS redelivers it after its visibility timeout");
+            }
+        });
+    }
+}
+
+/// Deletes up to 10 messages, retrying entries SQS failed on its side; the error says
+/// how many were not deleted.
+async fn delete_batch(
+    sqs: Client,
+    url: String,
+    receipts: Vec<String>,
+) -> Result<(), (usize, QueueError)> {
+    let mut pending: Vec<(usize, String)> = receipts.into_iter().enumerate().collect();
+    for attempt in 0..DELETE_TRIES {
+        let entries = pending
+            .iter()
+            .map(|(i, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .expect("id and receipt are set")
+            })
+            .collect();
+        let out = call(
+            "deleting settled messages",
+            CALL_TIMEOUT,
+            sqs.delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send(),
+        )
+        .await
+        .map_err(|f| (pending.len(), QueueError::from(f)))?;
+        let mut again = Vec::new();
+        let mut refused = None;
+        for failed in out.failed() {
+            let Some(entry) = pending.iter().find(|(i, _)| i.to_string() == failed.id()) else {
+                continue;
+            };
+            let why = format!(
+                "SQS refused a delete: {} {}",
+                failed.code(),
+                failed.message().unwrap_or_default()
+            );
+            if failed.sender_fault() {
+                // An expired receipt: the message was (or will be) handed out again,
+                // and the store recognizes it. Nothing to retry.
+                refused = Some(why);
+            } else {
+                again.push(entry.clone());
+                refused = Some(why);
+            }
+        }
+        if again.is_empty() {
+            return match refused {
+                None => Ok(()),
+                Some(why) => Err((out.failed().len(), QueueError::Unavailable(why))),
+            };
+        }
+        pending = again;
+        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+    }
+    Err((
+        pending.len(),
+        QueueError::Unavailable("SQS did not delete settled messages after retries".into()),
+    ))
+}
