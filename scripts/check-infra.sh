@@ -256,35 +256,46 @@ EOF
 }
 check "policy: k8s, ingress, KEDA, nginx and compose agree on heartbeat, drain, queues" policy_yaml
 
-check "policy: aws ALB idle > heartbeat, deregistration >= drain, /readyz, SQS queues declared" "$H/python" - <<'EOF'
+check "policy: aws names declared once, references declared, ALB idle > heartbeat, deregistration >= drain, /readyz" "$H/python" - <<'EOF'
 import glob, re, sys, hcl2
 
 def unq(v):  # python-hcl2 8 keeps the quotes of names and string values
     return v[1:-1] if isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"' else v
 
-blocks = {"resource": {}, "variable": {}}
+blocks = {"resource": {}, "data": {}, "variable": {}, "local": {}, "output": {}}
 text = ""
-for path in glob.glob("infra/aws/*.tf"):
-    with open(path) as f:
-        src = f.read()
-    text += src
-    with open(path) as f:
-        d = hcl2.load(f)
-    for r in d.get("resource", []):
-        for typ, named in r.items():
-            for name, body in named.items():
-                blocks["resource"][f"{unq(typ)}.{unq(name)}"] = body
-    for v in d.get("variable", []):
-        for name, body in v.items():
-            blocks["variable"][unq(name)] = body
-
-def default(name):
-    return unq(blocks["variable"][name]["default"])
-
 errors = []
 def need(ok, what):
     if not ok:
         errors.append(what)
+
+def declare(kind, name, body, path):
+    # Terraform refuses a name declared twice in one module, whichever files hold them.
+    need(name not in blocks[kind], f"{kind} {name} is declared twice (again in {path})")
+    blocks[kind][name] = body
+
+for path in sorted(glob.glob("infra/aws/*.tf")):
+    with open(path) as f:
+        # Code only: whole-line comments out.
+        text += "".join(l for l in f if not l.lstrip().startswith(("#", "//")))
+    with open(path) as f:
+        d = hcl2.load(f)
+    for kind in ("resource", "data"):
+        for r in d.get(kind, []):
+            for typ, named in r.items():
+                for name, body in named.items():
+                    declare(kind, f"{unq(typ)}.{unq(name)}", body, path)
+    for kind in ("variable", "output"):
+        for v in d.get(kind, []):
+            for name, body in v.items():
+                declare(kind, unq(name), body, path)
+    for l in d.get("locals", []):
+        for name in l:
+            if not name.startswith("__"):
+                declare("local", unq(name), True, path)
+
+def default(name):
+    return unq(blocks["variable"][name]["default"])
 
 hb, drain = default("heartbeat_secs"), default("drain_secs")
 need(default("alb_idle_timeout") > 2 * hb, "ALB idle timeout > 2 x HEARTBEAT_SECS")
@@ -293,9 +304,15 @@ hc = tg["health_check"][0] if isinstance(tg["health_check"], list) else tg["heal
 need(unq(hc["path"]) == "/readyz", "target group health check on /readyz")
 dereg = str(tg["deregistration_delay"])
 need("var.drain_secs" in dereg or (dereg.isdigit() and int(dereg) >= drain), "deregistration delay >= DRAIN_SECS")
-for ref in sorted(set(re.findall(r"\baws_sqs_queue\.([a-z_]+)\b", text))):
-    need(f"aws_sqs_queue.{ref}" in blocks["resource"],
-         f"aws_sqs_queue.{ref} is referenced but declared nowhere (infra/aws/sqs.tf)")
+# What `terraform validate` would say of references, without the provider it needs:
+# everything referenced is declared (sqs.tf declares aws_sqs_queue.ingest and .dead).
+for typ, name in sorted(set(re.findall(r"(?<![\w.])(aws_[a-z0-9_]+)\.([a-z0-9_]+)\b", text))):
+    need(f"{typ}.{name}" in blocks["resource"], f"{typ}.{name} is referenced but declared nowhere")
+for typ, name in sorted(set(re.findall(r"(?<![\w.])data\.([a-z0-9_]+)\.([a-z0-9_]+)\b", text))):
+    need(f"{typ}.{name}" in blocks["data"], f"data.{typ}.{name} is referenced but declared nowhere")
+for kind in ("var", "local"):
+    for name in sorted(set(re.findall(rf"(?<![\w.]){kind}\.([a-z0-9_]+)\b", text))):
+        need(name in blocks["variable" if kind == "var" else "local"], f"{kind}.{name} is referenced but declared nowhere")
 if errors:
     print("\n".join("disagrees: " + e for e in errors))
     sys.exit(1)

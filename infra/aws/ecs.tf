@@ -2,10 +2,13 @@
 # definition for `worker dlq ...`.
 
 locals {
-  queue_url = "sqs://${var.name_prefix}"
+  # The queues are Terraform's (sqs.tf): the tasks must not create them.
+  queue_url = "sqs://${var.name_prefix}?create=false"
 
   common_environment = [
     { name = "QUEUE_URL", value = local.queue_url },
+    # The same number the ingest queue's redrive policy is built from (sqs.tf).
+    { name = "MAX_ATTEMPTS", value = tostring(var.max_attempts) },
     { name = "AWS_REGION", value = var.region },
     { name = "LOG_FORMAT", value = "json" },
     { name = "RUST_LOG", value = "info" },

@@ -4,7 +4,7 @@ output "url" {
 }
 
 output "queue_url" {
-  description = "QUEUE_URL of every task."
+  description = "QUEUE_URL of every task (the queues' own URLs are sqs.tf's outputs)."
   value       = local.queue_url
 }
 

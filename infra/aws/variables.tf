@@ -5,12 +5,14 @@ variable "region" {
 }
 
 variable "name_prefix" {
-  description = "Prefix of every name: queues are <prefix>-ingest.fifo, <prefix>-dead.fifo and <prefix>-gw-* (QUEUE_URL sqs://<prefix>)."
+  description = "Prefix of every name: queues are <prefix>-ingest.fifo, <prefix>-dead.fifo and <prefix>--gw-* (QUEUE_URL sqs://<prefix>)."
   type        = string
   default     = "courier"
   validation {
-    condition     = can(regex("^[A-Za-z0-9_-]{1,40}$", var.name_prefix))
-    error_message = "name_prefix: 1 to 40 letters, digits, - or _ (it goes into SQS queue names)."
+    # What the SQS backend accepts as a prefix: words of [A-Za-z0-9_] joined by single
+    # hyphens, at most 40 characters.
+    condition     = length(var.name_prefix) <= 40 && can(regex("^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$", var.name_prefix))
+    error_message = "name_prefix: at most 40 characters, words of letters, digits and _ joined by single hyphens."
   }
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, clap::Args)]
 pub struct BackendConfig {
     /// Queue: `memory` (in-process; the gateway then runs embedded workers),
-    /// `amqp://user:pass@host:port/vhost`, or `sqs://`.
+    /// `amqp://user:pass@host:port/vhost[?prefix=NAME]`, or
+    /// `sqs://[PREFIX][?fifo=false&create=false&visibility=SECS&gateway_ttl=SECS]` (region,
+    /// credentials and endpoint from the AWS standard chain: AWS_REGION, AWS_ENDPOINT_URL…).
     #[arg(long, env = "QUEUE_URL", default_value = "memory")]
     pub queue_url: String,
 
@@ -27,11 +29,20 @@ pub struct BackendConfig {
     /// Bound of a gateway's delivery feed from the queue, in messages.
     #[arg(long, env = "DELIVERY_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub delivery_buffer: u64,
+
+    /// SQS: create the ingest and dead-letter queues at start when they are missing. With
+    /// `false` a missing queue stops the process, naming it (for queues made by
+    /// infra/aws/sqs.tf). Gateway delivery queues are per instance and always created.
+    #[arg(long, env = "CREATE_QUEUES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub create_queues: bool,
 }
 
 impl BackendConfig {
     pub fn queue_url(&self) -> Result<QueueUrl, crate::queue::QueueError> {
-        QueueUrl::parse(&self.queue_url)
+        QueueUrl::parse(&self.queue_url).map(|url| match url {
+            QueueUrl::Sqs(u) if !self.create_queues => QueueUrl::Sqs(without_creation(&u)),
+            other => other,
+        })
     }
 
     pub fn queue_options(&self) -> QueueOptions {
@@ -41,6 +52,18 @@ impl BackendConfig {
             memory_capacity: self.memory_queue_capacity as usize,
             delivery_buffer: self.delivery_buffer as usize,
         }
+    }
+}
+
+/// `CREATE_QUEUES=false` as the SQS URL's `create=false`, unless the URL says otherwise.
+fn without_creation(url: &str) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    if query.split('&').any(|p| p.starts_with("create=")) {
+        url.to_owned()
+    } else if query.is_empty() {
+        format!("{}?create=false", url.trim_end_matches('?'))
+    } else {
+        format!("{url}&create=false")
     }
 }
 
@@ -65,6 +88,36 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_queues_false_reaches_the_sqs_url() {
+        assert_eq!(without_creation("sqs://p"), "sqs://p?create=false");
+        assert_eq!(
+            without_creation("sqs://p?fifo=false"),
+            "sqs://p?fifo=false&create=false"
+        );
+        assert_eq!(without_creation("sqs://p?create=true"), "sqs://p?create=true");
+        let config = |url: &str, create: bool| BackendConfig {
+            queue_url: url.into(),
+            database_url: String::new(),
+            max_attempts: 5,
+            memory_queue_capacity: 1,
+            delivery_buffer: 1,
+            create_queues: create,
+        };
+        assert_eq!(
+            config("sqs://p", false).queue_url().unwrap(),
+            QueueUrl::Sqs("sqs://p?create=false".into())
+        );
+        assert_eq!(
+            config("sqs://p", true).queue_url().unwrap(),
+            QueueUrl::Sqs("sqs://p".into())
+        );
+        assert_eq!(
+            config("memory", false).queue_url().unwrap(),
+            QueueUrl::Memory
+        );
+    }
 
     #[test]
     fn redacts_passwords_only() {

@@ -233,6 +233,27 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The cluster's queue, opened beside it.
+    pub async fn queue(&self) -> std::sync::Arc<dyn shared::queue::Queue> {
+        let opts = shared::queue::QueueOptions::default();
+        match self.backend {
+            Backend::RabbitMq => std::sync::Arc::new(
+                shared::queue::amqp::AmqpQueue::connect(&self.queue_url, &opts)
+                    .await
+                    .unwrap(),
+            ),
+            Backend::Sqs => std::sync::Arc::new(
+                shared::queue::sqs::SqsQueue::connect_with(
+                    &self.queue_url,
+                    &opts,
+                    &crate::sqs::overrides(),
+                )
+                .await
+                .unwrap(),
+            ),
+        }
+    }
+
     /// Every process's log, for a failing assertion's message.
     pub fn logs(&self) -> String {
         self.gateways

@@ -1,6 +1,8 @@
 //! The scale-out topology on real RabbitMQ and PostgreSQL: separate gateway and worker
 //! processes, and the promises under faults (worker kill -9, broker connections closed,
-//! poison messages, gateway SIGTERM).
+//! poison messages, gateway SIGTERM). The `sqs_` variants run the same cases on SQS
+//! (LocalStack, see sqs.rs); they do not take `BROKER_FAULTS`, which only guards
+//! RabbitMQ-wide faults.
 
 use crate::cluster::*;
 use crate::helpers::*;
@@ -50,7 +52,16 @@ async fn stored_keys(c: &Cluster, room: &str) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_two_workers_everyone_sees_everything_once_in_order() {
     let _faults = BROKER_FAULTS.lock().await;
-    let c = Cluster::start(2, 2, &[]).await;
+    everyone_sees_everything_once_in_order(Backend::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_two_gateways_two_workers_everyone_sees_everything_once_in_order() {
+    everyone_sees_everything_once_in_order(Backend::Sqs).await;
+}
+
+async fn everyone_sees_everything_once_in_order(backend: Backend) {
+    let c = Cluster::start_on(backend, 2, 2, &[]).await;
     let mut clients = Vec::new();
     for i in 0..4 {
         let mut cl = c.client(i % 2, &format!("u{i}")).await;
@@ -87,7 +98,16 @@ async fn two_gateways_two_workers_everyone_sees_everything_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
     let _faults = BROKER_FAULTS.lock().await;
-    let mut c = Cluster::start(2, 2, &[("BATCH_SIZE", "20")]).await;
+    worker_killed_mid_stream(Backend::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
+    worker_killed_mid_stream(Backend::Sqs).await;
+}
+
+async fn worker_killed_mid_stream(backend: Backend) {
+    let mut c = Cluster::start_on(backend, 2, 2, &[("BATCH_SIZE", "20")]).await;
     let mut watchers = Vec::new();
     for g in 0..2 {
         let mut w = c.client(g, &format!("watch{g}")).await;
@@ -199,7 +219,16 @@ async fn broker_connections_closed_under_traffic_everything_reconnects_and_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
     let _faults = BROKER_FAULTS.lock().await;
-    let c = Cluster::start(1, 0, &[("MAX_ATTEMPTS", "3"), ("RETRY_DELAY_MS", "100")]).await;
+    poison_message_while_the_room_flows(Backend::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
+    poison_message_while_the_room_flows(Backend::Sqs).await;
+}
+
+async fn poison_message_while_the_room_flows(backend: Backend) {
+    let c = Cluster::start_on(backend, 1, 0, &[("MAX_ATTEMPTS", "3"), ("RETRY_DELAY_MS", "100")]).await;
     let store = c.store().await;
     sqlx::query(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -223,9 +252,7 @@ async fn a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
     }
     let ids = read_room(&mut a, "room", 1, 20).await;
     assert!(!ids.contains(&"alice/bad".to_owned()));
-    let q = shared::queue::amqp::AmqpQueue::connect(&c.queue_url, &Default::default())
-        .await
-        .unwrap();
+    let q = c.queue().await;
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     let dead = loop {
         use shared::queue::Queue;
@@ -300,7 +327,16 @@ fn free_addr() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_a_gateway_sends_its_clients_to_the_other_without_loss() {
     let _faults = BROKER_FAULTS.lock().await;
-    let mut c = Cluster::start(2, 2, &[]).await;
+    sigterm_to_a_gateway(Backend::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_sigterm_to_a_gateway_sends_its_clients_to_the_other_without_loss() {
+    sigterm_to_a_gateway(Backend::Sqs).await;
+}
+
+async fn sigterm_to_a_gateway(backend: Backend) {
+    let mut c = Cluster::start_on(backend, 2, 2, &[]).await;
     let mut talker = c.client(1, "talker").await;
     talker.join("move").await;
     let mut mover = c.client(0, "mover").await;

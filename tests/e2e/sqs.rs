@@ -464,3 +464,45 @@ async fn the_queue_of_a_gateway_killed_with_sigkill_is_swept() {
     assert_eq!(crate::cluster::readyz(c.addr(1)).await, 200);
     c.destroy().await;
 }
+
+/// Runs infra/localstack/init-queues.sh for `prefix`.
+fn init_script(prefix: &str) -> std::process::Output {
+    let o = overrides();
+    std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/localstack/init-queues.sh"
+    ))
+    .env("PREFIX", prefix)
+    .env("ENDPOINT", o.endpoint_url.unwrap_or_default())
+    .env("REGION", o.region.unwrap_or_default())
+    .output()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
+    let opts = QueueOptions::default(); // MAX_ATTEMPTS 5, the script's default too
+    let by_code = connect("", opts.clone()).await;
+    let by_script = fresh_prefix();
+    let queues = Arc::new(Mutex::new(vec![by_code.clone()]));
+    let registry = queues.clone();
+    cleaning_up(queues, async move {
+        // Over queues the code made: SQS refuses any attribute that differs.
+        let out = init_script(by_code.prefix());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Queues the script made are what a process with creation off expects.
+        let out = init_script(&by_script);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let q = SqsQueue::connect_with(&format!("sqs://{by_script}?create=false"), &opts, &overrides())
+            .await
+            .expect("the script's queues are found");
+        let q = Arc::new(q);
+        registry.lock().unwrap().push(q.clone());
+        publish(&*q, "room-i", "i1").await.unwrap();
+        let mut c = q.consumer().await.unwrap();
+        let got = contract::collect(&mut *c, 1, RECOVERY).await;
+        assert_eq!(got.len(), 1);
+        Delivery::ack_all(got).await.unwrap();
+    })
+    .await;
+}

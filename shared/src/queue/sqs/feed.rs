@@ -28,8 +28,10 @@ use tracing::{debug, info, warn};
 
 /// SQS's longest long poll: an idle gateway costs one receive per 20 s.
 const POLL: Duration = Duration::from_secs(20);
-/// How long a delivery read but not yet deleted stays invisible.
-const VISIBILITY: Duration = Duration::from_secs(60);
+/// How long a delivery read but not yet deleted stays invisible. Short, because a long
+/// poll cut by a network failure may still take messages on SQS's side; they come back
+/// after this (the hub drops what it already has).
+const VISIBILITY: Duration = Duration::from_secs(10);
 /// How long a gateway queue keeps undelivered messages.
 const RETENTION: Duration = Duration::from_secs(3600);
 /// Re-opening after failures backs off to at most this.
@@ -128,12 +130,6 @@ impl Feed {
                 _ = self.tx.closed() => break,
                 p = self.poll(wait) => p,
             };
-            eprintln!(
-                "DBG feed {} wait {:?} polled {:?}",
-                self.name,
-                wait,
-                polled.as_ref().map(|m| m.len()).map_err(|e| e.text.clone())
-            );
             match polled {
                 Ok(messages) => {
                     if failures > 0 {
