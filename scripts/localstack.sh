@@ -126,8 +126,10 @@ stop() {
 }
 
 status() {
+  local pid who="not started by this script"
+  pid="$(our_pid)" && who="pid $pid, started by this script"
   if sqs_up; then
-    say "SQS available on $HOST:$PORT${PIDFILE:+$(our_pid >/dev/null && printf ' (pid %s, started by this script)' "$(our_pid)")}"
+    say "SQS available on $HOST:$PORT ($who)"
   else
     say "SQS not available on $HOST:$PORT"
     return 1

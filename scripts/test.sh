@@ -81,6 +81,7 @@ ensure_nginx
 ensure_chromium
 ensure_node
 ensure_rabbitmq
+./scripts/localstack.sh start || die "LocalStack (SQS) did not start: see .localstack/localstack.log"
 
 say "formatting"
 cargo fmt --all -- --check || die "cargo fmt would change files; run cargo fmt --all"
@@ -103,6 +104,11 @@ say "infra checks"
 ./scripts/check-infra.sh
 
 say "tests"
+# The SQS tests and the processes they start talk to LocalStack unless told otherwise.
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

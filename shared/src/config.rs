@@ -96,7 +96,10 @@ mod tests {
             without_creation("sqs://p?fifo=false"),
             "sqs://p?fifo=false&create=false"
         );
-        assert_eq!(without_creation("sqs://p?create=true"), "sqs://p?create=true");
+        assert_eq!(
+            without_creation("sqs://p?create=true"),
+            "sqs://p?create=true"
+        );
         let config = |url: &str, create: bool| BackendConfig {
             queue_url: url.into(),
             database_url: String::new(),

@@ -228,7 +228,13 @@ async fn sqs_a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
 }
 
 async fn poison_message_while_the_room_flows(backend: Backend) {
-    let c = Cluster::start_on(backend, 1, 0, &[("MAX_ATTEMPTS", "3"), ("RETRY_DELAY_MS", "100")]).await;
+    let c = Cluster::start_on(
+        backend,
+        1,
+        0,
+        &[("MAX_ATTEMPTS", "3"), ("RETRY_DELAY_MS", "100")],
+    )
+    .await;
     let store = c.store().await;
     sqlx::query(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
@@ -255,7 +261,6 @@ async fn poison_message_while_the_room_flows(backend: Backend) {
     let q = c.queue().await;
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     let dead = loop {
-        use shared::queue::Queue;
         let dead = q.dead_letters(10).await.unwrap();
         if !dead.is_empty() || tokio::time::Instant::now() > end {
             break dead;

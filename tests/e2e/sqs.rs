@@ -489,13 +489,25 @@ async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
     cleaning_up(queues, async move {
         // Over queues the code made: SQS refuses any attribute that differs.
         let out = init_script(by_code.prefix());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // Queues the script made are what a process with creation off expects.
         let out = init_script(&by_script);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let q = SqsQueue::connect_with(&format!("sqs://{by_script}?create=false"), &opts, &overrides())
-            .await
-            .expect("the script's queues are found");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let q = SqsQueue::connect_with(
+            &format!("sqs://{by_script}?create=false"),
+            &opts,
+            &overrides(),
+        )
+        .await
+        .expect("the script's queues are found");
         let q = Arc::new(q);
         registry.lock().unwrap().push(q.clone());
         publish(&*q, "room-i", "i1").await.unwrap();
@@ -505,4 +517,96 @@ async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
         Delivery::ack_all(got).await.unwrap();
     })
     .await;
+}
+
+/// Send-to-ack and send-to-delivery latency through real processes (one gateway, one
+/// worker, PostgreSQL) on SQS and on RabbitMQ, one message at a time; the numbers in
+/// docs/architecture.md. `cargo test -p courier-tests --test e2e -- --ignored --nocapture
+/// latency_through_processes`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn latency_through_processes() {
+    for backend in [Backend::Sqs, Backend::RabbitMq] {
+        let _faults = match backend {
+            Backend::RabbitMq => Some(crate::queue_contract::BROKER_FAULTS.lock().await),
+            Backend::Sqs => None,
+        };
+        let c = Cluster::start_on(backend, 1, 1, &[]).await;
+        let mut a = c.client(0, "sender").await;
+        a.join("lat").await;
+        let (mut acked, mut delivered) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            let t = Instant::now();
+            let r = a.say("lat", &format!("l{i}"), "latency").await;
+            assert_eq!(r["type"], "ack", "{r}");
+            acked.push(t.elapsed());
+            a.message("lat").await;
+            delivered.push(t.elapsed());
+        }
+        let pct = |v: &mut Vec<Duration>, p: f64| {
+            v.sort();
+            v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+        };
+        eprintln!(
+            "{backend:?}: ack p50 {:?} p99 {:?}; delivery p50 {:?} p99 {:?}",
+            pct(&mut acked, 0.5),
+            pct(&mut acked, 0.99),
+            pct(&mut delivered, 0.5),
+            pct(&mut delivered, 0.99)
+        );
+        c.destroy().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_ride_out_sqs_being_away_sends_are_unavailable_readyz_is_503() {
+    use crate::cluster::readyz;
+    let proxy = Proxy::start(&overrides().endpoint_url.unwrap()).await;
+    let via_proxy = format!("http://{}", proxy.addr);
+    let c = Cluster::start_on(Backend::Sqs, 1, 1, &[("AWS_ENDPOINT_URL", &via_proxy)]).await;
+    let mut a = c.client(0, "alice").await;
+    a.join("away").await;
+    assert_eq!(a.say("away", "before", "up").await["type"], "ack");
+    assert_eq!(a.message("away").await["seq"], 1);
+
+    proxy.down();
+    let end = Instant::now() + Duration::from_secs(10);
+    while readyz(c.addr(0)).await != 503 {
+        assert!(
+            Instant::now() < end,
+            "readyz still 200 10 s into the outage"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    let t = Instant::now();
+    let e = a.say("away", "during", "down").await;
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "answered after {:?}",
+        t.elapsed()
+    );
+    sleep(Duration::from_secs(1)).await;
+
+    proxy.restore();
+    let end = Instant::now() + Duration::from_secs(20);
+    while readyz(c.addr(0)).await != 200 {
+        assert!(
+            Instant::now() < end,
+            "not ready 20 s after SQS returned:\n{}",
+            c.logs()
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let r = a.say("away", "during", "down").await;
+        if r["type"] == "ack" {
+            break;
+        }
+        assert!(Instant::now() < end, "never acked after recovery: {r}");
+        sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.message("away").await["seq"], 2, "{}", c.logs());
+    drop(proxy);
+    c.destroy().await;
 }

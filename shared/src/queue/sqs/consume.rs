@@ -7,32 +7,29 @@
 //! `attempt` is SQS's `ApproximateReceiveCount`: it counts every receive, crashes of a
 //! holder included, which is what the redrive policy counts too.
 
-use super::Shared;
 use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
+use super::{Shared, batch};
 use crate::queue::{Consumer, Delivery, QueueError, Settle, Settled, Token};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 /// SQS's most messages per receive.
-const RECEIVE_MAX: usize = 10;
+const RECEIVE_MAX: usize = batch::BATCH;
 /// SQS's longest long poll.
 const LONGEST_POLL: Duration = Duration::from_secs(20);
 /// Most deliveries one `receive` returns, however many are asked for.
 const BIGGEST_BATCH: usize = 1000;
-/// Tries of a delete entry SQS failed on its side.
-const DELETE_TRIES: u32 = 3;
 
 /// A delivery's handle: its receipt, and what a dead letter needs.
 struct Ticket {
@@ -196,25 +193,48 @@ impl SqsConsumer {
         Self { shared, settler }
     }
 
-    /// One `ReceiveMessage` of up to `n` messages, waiting up to `wait`.
+    /// One `ReceiveMessage` of up to `n` messages, waiting up to `wait`. Cancel-safe: the
+    /// call runs on its own task, and messages it brings after the caller went away (a
+    /// worker stopping mid-poll) are handed back at once instead of staying invisible
+    /// (and, on a FIFO queue, holding their rooms) for the visibility timeout.
     async fn receive_once(&self, n: usize, wait: Duration) -> Result<Vec<Message>, QueueError> {
-        let out = call(
-            "receiving from the ingest queue",
-            wait + CALL_TIMEOUT,
-            self.shared
-                .sqs
-                .receive_message()
-                .queue_url(&self.shared.topology.ingest)
-                .max_number_of_messages(i32::try_from(n.clamp(1, RECEIVE_MAX)).unwrap_or(1))
-                .wait_time_seconds(secs(wait))
-                .visibility_timeout(secs(self.shared.settings.visibility))
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-                .message_attribute_names("All")
-                .send(),
-        )
-        .await?;
-        Ok(out.messages.unwrap_or_default())
+        let (tx, rx) = oneshot::channel();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let received = call(
+                "receiving from the ingest queue",
+                wait + CALL_TIMEOUT,
+                shared
+                    .sqs
+                    .receive_message()
+                    .queue_url(&shared.topology.ingest)
+                    .max_number_of_messages(i32::try_from(n.clamp(1, RECEIVE_MAX)).unwrap_or(1))
+                    .wait_time_seconds(secs(wait))
+                    .visibility_timeout(secs(shared.settings.visibility))
+                    .message_system_attribute_names(
+                        MessageSystemAttributeName::ApproximateReceiveCount,
+                    )
+                    .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                    .message_attribute_names("All")
+                    .send(),
+            )
+            .await
+            .map(|out| out.messages.unwrap_or_default())
+            .map_err(QueueError::from);
+            if let Err(Ok(orphans)) = tx.send(received) {
+                let receipts: Vec<&str> =
+                    orphans.iter().filter_map(|m| m.receipt_handle()).collect();
+                let ingest = &shared.topology.ingest;
+                if let Err(e) = batch::set_visibility(&shared.sqs, ingest, &receipts, 0).await {
+                    debug!(error = %e, "handing back messages nobody waited for failed; they return after their visibility timeout");
+                }
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(QueueError::Unavailable(
+                "the receive task ended without an answer".into(),
+            ))
+        })
     }
 
     fn wrap(&self, m: Message) -> Option<Delivery> {
@@ -289,31 +309,12 @@ impl Settle for Settler {
             receipts.push(t.receipt);
         }
         let total = receipts.len();
-        let mut calls = JoinSet::new();
-        for chunk in receipts.chunks(RECEIVE_MAX) {
-            let sqs = self.shared.sqs.clone();
-            let url = self.shared.topology.ingest.clone();
-            calls.spawn(delete_batch(sqs, url, chunk.to_vec()));
-        }
-        let mut failed = 0usize;
-        let mut last = None;
-        while let Some(done) = calls.join_next().await {
-            match done {
-                Ok(Ok(())) => {}
-                Ok(Err((n, e))) => {
-                    failed += n;
-                    last = Some(e);
-                }
-                Err(e) => last = Some(QueueError::Unavailable(format!("deleting: {e}"))),
-            }
-        }
-        match last {
-            None => Ok(()),
-            Some(e) => {
+        batch::delete(self.sqs(), self.ingest(), receipts)
+            .await
+            .map_err(|(failed, e)| {
                 debug!(failed, total, error = %e, "deletes failed; SQS redelivers those messages");
-                Err(e)
-            }
-        }
+                e
+            })
     }
 
     async fn retry(
@@ -369,25 +370,19 @@ impl Settle for Settler {
                 .message_group_id(&t.message_id)
                 .message_deduplication_id(&t.message_id);
         }
-        // Keep it invisible (extended) until both steps are done.
+        // Held (its visibility extended) until the dead letter is confirmed; when that
+        // fails, it comes back after its visibility timeout and is tried again.
         let sent = call(
             "sending to the dead-letter queue",
             CALL_TIMEOUT,
             send.send(),
         )
         .await;
-        if let Err(f) = sent {
-            self.release(t.key);
-            return Err(f.into());
-        }
         self.release(t.key);
-        let deleted = delete_batch(
-            self.shared.sqs.clone(),
-            self.shared.topology.ingest.clone(),
-            vec![t.receipt],
-        )
-        .await;
-        deleted.map_err(|(_, e)| e)
+        sent?;
+        batch::delete(self.sqs(), self.ingest(), vec![t.receipt])
+            .await
+            .map_err(|(_, e)| e)
     }
 
     fn abandon(&self, token: Token) {
@@ -403,68 +398,4 @@ impl Settle for Settler {
             }
         });
     }
-}
-
-/// Deletes up to 10 messages, retrying entries SQS failed on its side; the error says
-/// how many were not deleted.
-async fn delete_batch(
-    sqs: Client,
-    url: String,
-    receipts: Vec<String>,
-) -> Result<(), (usize, QueueError)> {
-    let mut pending: Vec<(usize, String)> = receipts.into_iter().enumerate().collect();
-    for attempt in 0..DELETE_TRIES {
-        let entries = pending
-            .iter()
-            .map(|(i, receipt)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(receipt)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let out = call(
-            "deleting settled messages",
-            CALL_TIMEOUT,
-            sqs.delete_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send(),
-        )
-        .await
-        .map_err(|f| (pending.len(), QueueError::from(f)))?;
-        let mut again = Vec::new();
-        let mut refused = None;
-        for failed in out.failed() {
-            let Some(entry) = pending.iter().find(|(i, _)| i.to_string() == failed.id()) else {
-                continue;
-            };
-            let why = format!(
-                "SQS refused a delete: {} {}",
-                failed.code(),
-                failed.message().unwrap_or_default()
-            );
-            if failed.sender_fault() {
-                // An expired receipt: the message was (or will be) handed out again,
-                // and the store recognizes it. Nothing to retry.
-                refused = Some(why);
-            } else {
-                again.push(entry.clone());
-                refused = Some(why);
-            }
-        }
-        if again.is_empty() {
-            return match refused {
-                None => Ok(()),
-                Some(why) => Err((out.failed().len(), QueueError::Unavailable(why))),
-            };
-        }
-        pending = again;
-        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-    }
-    Err((
-        pending.len(),
-        QueueError::Unavailable("SQS did not delete settled messages after retries".into()),
-    ))
 }

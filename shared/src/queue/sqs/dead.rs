@@ -6,14 +6,11 @@
 //! on them) carry neither and keep their room as group, so FIFO lists at most 10 of one
 //! room per call while they are held.
 
-use super::Shared;
 use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
+use super::{Shared, batch};
 use crate::queue::{DeadLetter, DeadLetterFilter, QueueError};
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -210,67 +207,15 @@ pub(super) async fn purge(s: &Shared) -> Result<usize, QueueError> {
 }
 
 async fn delete(s: &Shared, receipts: &[String]) -> Result<(), QueueError> {
-    for chunk in receipts.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let out = call(
-            "deleting dead letters",
-            CALL_TIMEOUT,
-            s.sqs
-                .delete_message_batch()
-                .queue_url(&s.topology.dead)
-                .set_entries(Some(entries))
-                .send(),
-        )
-        .await?;
-        if let Some(f) = out.failed().first() {
-            return Err(QueueError::Unavailable(format!(
-                "deleting dead letters: {} {}",
-                f.code(),
-                f.message().unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
+    batch::delete(&s.sqs, &s.topology.dead, receipts.to_vec())
+        .await
+        .map_err(|(_, e)| e)
 }
 
 /// Makes held dead letters visible again at once (best effort: otherwise they come back
 /// when their hold ends).
 async fn release(s: &Shared, receipts: &[String]) {
-    for chunk in receipts.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .visibility_timeout(0)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let released = call(
-            "handing dead letters back",
-            CALL_TIMEOUT,
-            s.sqs
-                .change_message_visibility_batch()
-                .queue_url(&s.topology.dead)
-                .set_entries(Some(entries))
-                .send(),
-        )
-        .await;
-        if let Err(f) = released {
-            tracing::debug!(error = %f, "handing dead letters back failed; they reappear when their hold ends");
-        }
+    if let Err(e) = batch::set_visibility(&s.sqs, &s.topology.dead, receipts, 0).await {
+        tracing::debug!(error = %e, "handing dead letters back failed; they reappear when their hold ends");
     }
 }

@@ -8,17 +8,17 @@
 //! the queue keeps messages, and once a minute after start (workers on AWS may list a new
 //! queue late; the first window is covered by waiting before serving).
 
-use super::Shared;
 use super::client::{
     CALL_TIMEOUT, Failure, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, delete_queue, secs, unix_now,
 };
 use super::codec;
 use super::fanout::{DISCOVER_EVERY, unpack};
+use super::{Shared, batch};
 use crate::ids::{GatewayId, RoomId};
 use crate::queue::{FeedEvent, QueueError, RoomBinding, Subscription};
 use crate::shutdown::backoff;
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -152,7 +152,7 @@ impl Feed {
                         if let Err(e) = create(&self.shared, &self.name).await {
                             warn!(queue = %self.name, error = %e, "re-creating the delivery queue failed; retrying");
                         }
-                    } else if failures % 10 == 0 {
+                    } else if failures.is_multiple_of(10) {
                         warn!(queue = %self.name, error = %f, attempt = failures + 1, "receiving deliveries failed; retrying");
                     }
                     let delay = backoff(failures, Duration::from_millis(100), RETRY_CAP);
@@ -225,30 +225,9 @@ impl Feed {
         if receipts.is_empty() {
             return true;
         }
-        let entries = receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let deleted = call(
-            "deleting read deliveries",
-            CALL_TIMEOUT,
-            self.shared
-                .sqs
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send(),
-        )
-        .await;
+        let deleted = batch::delete(&self.shared.sqs, &self.url, receipts).await;
         // Not deleted, they come again after VISIBILITY; the hub drops what it has.
-        if let Err(e) = deleted {
+        if let Err((_, e)) = deleted {
             debug!(queue = %self.name, error = %e, "deleting read deliveries failed");
         }
         true

@@ -8,10 +8,12 @@
 //! from aws-config's standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, roles).
 //!
 //! [`client`] builds the client and finds or creates queues; [`publish`] batches sends;
-//! [`consume`] receives and settles; [`dead`] reads and replays dead letters; [`fanout`]
-//! and [`feed`] are the two ends of the delivery role; [`sweep`] deletes the queues of
-//! gateways that died; [`codec`] turns bytes into SQS bodies and back.
+//! [`consume`] receives and settles; [`batch`] deletes and changes visibility ten at a
+//! time; [`dead`] reads and replays dead letters; [`fanout`] and [`feed`] are the two ends
+//! of the delivery role; [`sweep`] deletes the queues of gateways that died; [`codec`]
+//! turns bytes into SQS bodies and back.
 
+mod batch;
 mod client;
 mod codec;
 mod consume;

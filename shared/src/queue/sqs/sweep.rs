@@ -46,8 +46,15 @@ pub(super) async fn sweep_once(s: &Shared) -> Result<usize, QueueError> {
         if s.directory.is_local(&url) {
             continue;
         }
-        let Some(age) = heartbeat_age(s, &url, now).await? else {
-            continue;
+        // One queue that cannot be read (gone meanwhile, not ours to read) does not stop
+        // the sweep of the others.
+        let age = match heartbeat_age(s, &url, now).await {
+            Ok(Some(age)) => age,
+            Ok(None) => continue,
+            Err(e) => {
+                debug!(%url, error = %e, "reading a gateway queue's heartbeat failed");
+                continue;
+            }
         };
         if age <= ttl {
             continue;
