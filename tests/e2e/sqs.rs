@@ -519,45 +519,6 @@ async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
     .await;
 }
 
-/// Send-to-ack and send-to-delivery latency through real processes (one gateway, one
-/// worker, PostgreSQL) on SQS and on RabbitMQ, one message at a time; the numbers in
-/// docs/architecture.md. `cargo test -p courier-tests --test e2e -- --ignored --nocapture
-/// latency_through_processes`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn latency_through_processes() {
-    for backend in [Backend::Sqs, Backend::RabbitMq] {
-        let _faults = match backend {
-            Backend::RabbitMq => Some(crate::queue_contract::BROKER_FAULTS.lock().await),
-            Backend::Sqs => None,
-        };
-        let c = Cluster::start_on(backend, 1, 1, &[]).await;
-        let mut a = c.client(0, "sender").await;
-        a.join("lat").await;
-        let (mut acked, mut delivered) = (Vec::new(), Vec::new());
-        for i in 0..300 {
-            let t = Instant::now();
-            let r = a.say("lat", &format!("l{i}"), "latency").await;
-            assert_eq!(r["type"], "ack", "{r}");
-            acked.push(t.elapsed());
-            a.message("lat").await;
-            delivered.push(t.elapsed());
-        }
-        let pct = |v: &mut Vec<Duration>, p: f64| {
-            v.sort();
-            v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
-        };
-        eprintln!(
-            "{backend:?}: ack p50 {:?} p99 {:?}; delivery p50 {:?} p99 {:?}",
-            pct(&mut acked, 0.5),
-            pct(&mut acked, 0.99),
-            pct(&mut delivered, 0.5),
-            pct(&mut delivered, 0.99)
-        );
-        c.destroy().await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_ride_out_sqs_being_away_sends_are_unavailable_readyz_is_503() {
     use crate::cluster::readyz;

@@ -1,0 +1,128 @@
+//! CPU time and memory of server processes and of the machine, read from /proc.
+
+use serde::Serialize;
+
+/// A process to sample, named for the report.
+#[derive(Clone)]
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+}
+
+/// Parses `NAME=PID` or `PID`.
+pub fn parse(specs: &[String]) -> anyhow::Result<Vec<Proc>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, pid) = s.split_once('=').unwrap_or(("server", s.as_str()));
+            let pid = pid
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--pid {s}: expected NAME=PID or PID"))?;
+            Ok(Proc {
+                name: name.to_string(),
+                pid,
+            })
+        })
+        .collect()
+}
+
+/// One reading of one process.
+#[derive(Clone, Copy, Default)]
+pub struct Sample {
+    /// User + system CPU seconds so far.
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+fn ticks_per_sec() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Reads `/proc/PID/stat` and `/proc/PID/status`; zeros when the process is gone.
+pub fn sample(pid: u32) -> Sample {
+    let hz = ticks_per_sec();
+    let cpu_s = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / hz)
+        })
+        .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Sample {
+        cpu_s,
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+    }
+}
+
+/// Busy and total jiffies of the whole machine (`/proc/stat`).
+pub fn machine() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let nums: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = nums.iter().take(8).sum();
+    let idle = nums.get(3).copied().unwrap_or(0) + nums.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Per-process figures over a window.
+#[derive(Serialize)]
+pub struct ProcReport {
+    pub name: String,
+    pub pid: u32,
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+pub fn window(procs: &[Proc], before: &[Sample], after: &[Sample]) -> Vec<ProcReport> {
+    procs
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(p, (b, a))| ProcReport {
+            name: p.name.clone(),
+            pid: p.pid,
+            cpu_s: a.cpu_s - b.cpu_s,
+            rss_kib: a.rss_kib,
+            peak_rss_kib: a.hwm_kib,
+        })
+        .collect()
+}
+
+pub fn sample_all(procs: &[Proc]) -> Vec<Sample> {
+    procs.iter().map(|p| sample(p.pid)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_its_own_process() {
+        let s = super::sample(std::process::id());
+        assert!(s.rss_kib > 0 && s.hwm_kib >= s.rss_kib);
+        let (busy, total) = super::machine();
+        assert!(total >= busy && total > 0);
+    }
+}
