@@ -263,9 +263,9 @@ impl Driver {
                 if st.error_codes.len() < 5 {
                     st.error_codes.push(code);
                 }
-                if !id
+                if id
                     .and_then(decode_id)
-                    .is_some_and(|(sender, _, _)| sender == self.i)
+                    .is_none_or(|(sender, _, _)| sender != self.i)
                 {
                     return Reply::None;
                 }

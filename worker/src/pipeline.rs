@@ -69,6 +69,10 @@ impl Worker {
                 b = consumer.receive(self.settings.batch_size as usize) => b,
                 _ = shutdown.fired() => break,
             };
+            let batch = match batch {
+                Ok(b) if !b.is_empty() => Ok(self.linger(&mut *consumer, b).await),
+                other => other,
+            };
             match batch {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(batch) => {
@@ -86,6 +90,25 @@ impl Worker {
         }
         info!(worker = n, "worker stopped");
         Ok(())
+    }
+
+    /// Tops up a batch with what arrives within the linger, so a steady stream is stored
+    /// in fewer, larger transactions rather than many of one or two messages.
+    async fn linger(&self, consumer: &mut dyn Consumer, mut batch: Vec<Delivery>) -> Vec<Delivery> {
+        let max = self.settings.batch_size as usize;
+        let until =
+            tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_linger_ms);
+        // Stop at the first look that finds nothing: when traffic is light, waiting longer
+        // would only add latency.
+        while batch.len() < max && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            let more = consumer.try_receive(max - batch.len());
+            if more.is_empty() {
+                break;
+            }
+            batch.extend(more);
+        }
+        batch
     }
 
     async fn open_consumer(&self, shutdown: &Shutdown) -> Result<Box<dyn Consumer>, Error> {

@@ -265,6 +265,15 @@ impl Consumer for MemoryConsumer {
             let _ = tokio::time::timeout_at(wake_at, notified).await;
         }
     }
+
+    fn try_receive(&mut self, max: usize) -> Vec<Delivery> {
+        let mut st = self.inner.lock();
+        st.promote_due(Instant::now());
+        if st.ready.is_empty() || max == 0 {
+            return Vec::new();
+        }
+        self.take_ready(&mut st, max)
+    }
 }
 
 impl MemoryConsumer {

@@ -168,6 +168,12 @@ pub trait Queue: Send + Sync + 'static {
 pub trait Consumer: Send {
     /// Waits up to the receive wait for at least one message; returns at most `max`.
     async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError>;
+
+    /// What is ready now, at most `max`, without waiting. A backend that cannot tell
+    /// without a round trip returns nothing (SQS: its receive already batches).
+    fn try_receive(&mut self, _max: usize) -> Vec<Delivery> {
+        Vec::new()
+    }
 }
 
 /// A gateway's delivery feed: bind rooms as members join, read what arrives.

@@ -187,6 +187,31 @@ impl Consumer for AmqpConsumer {
         }
         Ok(raw.into_iter().map(|d| self.wrap(d, &channel)).collect())
     }
+
+    fn try_receive(&mut self, max: usize) -> Vec<Delivery> {
+        let Some(live) = self.live.as_mut().filter(|l| l.usable(&self.link)) else {
+            return Vec::new();
+        };
+        let mut raw = Vec::new();
+        let mut ended = false;
+        while raw.len() < max {
+            match live.rx.try_recv() {
+                Ok(Ok(Some(d))) => raw.push(d),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                // The consumer ended: the next receive re-opens it and says why.
+                _ => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let channel = live.channel.clone();
+        if ended {
+            warn!(queue = %self.link.names.ingest, "the ingest consumer ended; re-opening it");
+            self.live = None;
+        }
+        raw.into_iter().map(|d| self.wrap(d, &channel)).collect()
+    }
 }
 
 /// Waits until `deadline` for a first delivery, then takes what is already there, up to

@@ -1,27 +1,17 @@
 //! The message store over sqlx: one code path for SQLite and PostgreSQL.
 //!
-//! Writes come in batches, one transaction per batch. Each room's counter row is locked
-//! first (`INSERT … ON CONFLICT … DO UPDATE … RETURNING`), so concurrent workers on one
-//! room serialize there and seq stays gapless; the idempotency index turns a repeated
-//! (room, from, id) into "already stored, here is its seq".
+//! Writes come in batches, one transaction and a fixed handful of statements per batch
+//! (see `write.rs`); reads serve replay, history and resync.
 
 use crate::error::Error;
+
+mod write;
 use shared::config::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-const LOCK_ROOM: &str = "INSERT INTO room_seq (room, last_seq) VALUES ($1, 0) \
-     ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq RETURNING last_seq";
-const SET_ROOM: &str = "UPDATE room_seq SET last_seq = $2 WHERE room = $1";
-const INSERT: &str = "INSERT INTO messages \
-     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (room, sender, client_id) DO NOTHING RETURNING seq";
-const BY_KEY: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
-     WHERE room = $1 AND sender = $2 AND client_id = $3";
 const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
 const BEFORE: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
@@ -84,6 +74,9 @@ impl Default for StoreOptions {
 pub struct Store {
     pool: AnyPool,
     sqlite: bool,
+    /// SQLite has one writer at a time; queueing here instead of in SQLite's busy
+    /// handler (which sleeps in steps of up to 100 ms) keeps store latency flat.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -139,7 +132,11 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| connect_err(&e))?;
-        Ok(Self { pool, sqlite })
+        Ok(Self {
+            pool,
+            sqlite,
+            write_lock: Default::default(),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -150,83 +147,6 @@ impl Store {
     pub async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-
-    /// Stores a batch in one transaction. Returns one outcome per input, in input order.
-    pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
-        let mut tx = if self.sqlite {
-            // Take the write lock up front: a deferred transaction that upgrades later
-            // can fail with SQLITE_BUSY instead of waiting.
-            self.pool.begin_with("BEGIN IMMEDIATE").await?
-        } else {
-            self.pool.begin().await?
-        };
-        let mut by_room: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, m) in batch.iter().enumerate() {
-            by_room.entry(m.room.as_str()).or_default().push(i);
-        }
-        let mut out: Vec<Option<Stored>> = vec![None; batch.len()];
-        // Rooms in name order: two workers lock counter rows in the same order, no deadlock.
-        for (room, idxs) in by_room {
-            let start: i64 = sqlx::query(LOCK_ROOM)
-                .bind(room)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-            let mut last = start;
-            for i in idxs {
-                let m = &batch[i];
-                let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
-                let row = sqlx::query(INSERT)
-                    .bind(room)
-                    .bind(last + 1)
-                    .bind(m.from.as_str())
-                    .bind(m.id.as_str())
-                    .bind(m.body.as_str())
-                    .bind(m.sent_at.as_millis())
-                    .bind(enriched)
-                    .bind(Timestamp::now().as_millis())
-                    .bind(m.trace.as_deref())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                out[i] = Some(match row {
-                    Some(_) => {
-                        last += 1;
-                        Stored::New(StoredMessage {
-                            room: m.room.clone(),
-                            seq: last as u64,
-                            id: m.id.clone(),
-                            from: m.from.clone(),
-                            body: m.body.clone(),
-                            sent_at: m.sent_at,
-                            enriched: m.enriched.clone(),
-                            trace: m.trace.clone(),
-                        })
-                    }
-                    None => {
-                        let row = sqlx::query(BY_KEY)
-                            .bind(room)
-                            .bind(m.from.as_str())
-                            .bind(m.id.as_str())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        Stored::Duplicate(decode(&row)?)
-                    }
-                });
-            }
-            if last != start {
-                sqlx::query(SET_ROOM)
-                    .bind(room)
-                    .bind(last)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(out
-            .into_iter()
-            .map(|o| o.expect("every input has an outcome"))
-            .collect())
     }
 
     /// The highest stored seq of a room; 0 when it has none.
@@ -280,7 +200,7 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
+pub(crate) fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
     let text = |i: usize| row.try_get::<String, _>(i);
     let corrupt = |what: &str| Error::Corrupt(format!("stored {what} is invalid"));
     Ok(StoredMessage {

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs the benchmark matrix of docs/benchmarks.md: workloads W1, W2, W3 against courier in
+# each topology and against the reference servers, with one load generator.
+#
+#   bench/run.sh [-n RUNS] [-t TOPOLOGIES] [-w WORKLOADS] [-o DIR]
+#
+#   TOPOLOGIES  comma-separated, default all, in this order:
+#               reference      Rust in-memory broadcast (loadgen reference-server)
+#               node-ws        Node `ws` broadcast (bench/peers/ws-server.js)
+#               socketio       Socket.IO, one node
+#               socketio-redis Socket.IO, two nodes + Redis adapter
+#               embedded       courier gateway, QUEUE_URL=memory, SQLite
+#               rabbitmq-pg    courier, 2 gateways + 2 workers, RabbitMQ, PostgreSQL
+#               sqs-pg         courier, 2 gateways + 2 workers, SQS on LocalStack, PostgreSQL
+#   WORKLOADS   comma-separated from w1,w2,w3 (default all)
+#   RUNS        repetitions of each (default 3); the report takes medians
+#
+# Every run prints loadgen's table and a `RESULT {json}` line; all of them are collected
+# in DIR/results.jsonl (default bench/results/<UTC time>/) and summarized by
+# bench/summarize.py. Needs release binaries (`cargo build --release --workspace`),
+# `npm ci` in bench/peers, RabbitMQ, PostgreSQL and Redis up (and LocalStack for sqs-pg:
+# ./scripts/localstack.sh start). Numbers are only comparable within one session on one
+# quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/target/release
+RUNS=3
+TOPOLOGIES=reference,node-ws,socketio,socketio-redis,embedded,rabbitmq-pg,sqs-pg
+WORKLOADS=w1,w2,w3
+OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)
+while getopts "n:t:w:o:" opt; do
+  case $opt in
+    n) RUNS=$OPTARG ;;
+    t) TOPOLOGIES=$OPTARG ;;
+    w) WORKLOADS=$OPTARG ;;
+    o) OUT=$OPTARG ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+LOGS=$OUT/logs
+mkdir -p "$LOGS"
+
+# The workloads (docs/benchmarks.md): 1,000 connections in 100 rooms of 10.
+W1=(--conns 1000 --rooms 100 --rate 2000 --duration 10 --warmup 2)
+W2=(--conns 1000 --rooms 100 --window 1 --duration 10 --warmup 2)
+W3=(--conns 10000 --rooms 1000 --hold 5)
+# courier's per-connection rate limit (20/s) would cap W2; the benchmark lifts it.
+export RATE_PER_SEC=100000 RATE_BURST=100000 RUST_LOG=warn
+
+for b in loadgen gateway worker; do
+  [ -x "$BIN/$b" ] || { echo "FAILED: $BIN/$b missing: cargo build --release --workspace" >&2; exit 1; }
+done
+[ -d bench/peers/node_modules ] || (cd bench/peers && npm ci --no-audit --no-fund >/dev/null)
+
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap stop_all EXIT
+
+# start NAME CMD...: runs a server in the background, logging to $LOGS/NAME.log.
+start() {
+  local name=$1; shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
+  eval "PID_${name//-/_}=$!"
+}
+
+wait_port() {
+  for _ in $(seq 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "FAILED: nothing listens on 127.0.0.1:$1; logs in $LOGS" >&2
+  exit 1
+}
+
+fresh_pg() {
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+}
+
+# Sets URLS, SERVER_PIDS (all server processes) and FRONT_PIDS (those that hold the
+# connections, for W3) for a topology; starts what it needs.
+up() {
+  URLS=(); SERVER_PIDS=(); FRONT_PIDS=()
+  case $1 in
+    reference)
+      start reference "$BIN/loadgen" reference-server --bind 127.0.0.1:9100; wait_port 9100
+      URLS=(--url ws://127.0.0.1:9100/ws); FRONT_PIDS=(--pid "ref=$PID_reference") ;;
+    node-ws)
+      start nodews node bench/peers/ws-server.js --port 9102; wait_port 9102
+      URLS=(--url ws://127.0.0.1:9102/ws); FRONT_PIDS=(--pid "node=$PID_nodews") ;;
+    socketio)
+      start sio node bench/peers/socketio-server.js --port 9101; wait_port 9101
+      URLS=(--url ws://127.0.0.1:9101/socket.io/ --protocol socketio); FRONT_PIDS=(--pid "sio=$PID_sio") ;;
+    socketio-redis)
+      start sio1 node bench/peers/socketio-server.js --port 9101 --redis redis://127.0.0.1:6379
+      start sio2 node bench/peers/socketio-server.js --port 9103 --redis redis://127.0.0.1:6379
+      wait_port 9101; wait_port 9103
+      URLS=(--url ws://127.0.0.1:9101/socket.io/ --url ws://127.0.0.1:9103/socket.io/ --protocol socketio)
+      FRONT_PIDS=(--pid "sio1=$PID_sio1" --pid "sio2=$PID_sio2") ;;
+    embedded)
+      rm -rf "$OUT/embedded-db"
+      DATABASE_URL="sqlite://$OUT/embedded-db/chat.db" BIND=127.0.0.1:8080 start gw "$BIN/gateway"
+      wait_port 8080
+      URLS=(--url ws://127.0.0.1:8080/ws); FRONT_PIDS=(--pid "gateway=$PID_gw") ;;
+    rabbitmq-pg|sqs-pg)
+      local db=courier_bench
+      fresh_pg $db
+      export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+      if [ "$1" = rabbitmq-pg ]; then
+        export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench"
+      else
+        ./scripts/localstack.sh start >/dev/null
+        export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1
+        export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+        export QUEUE_URL="sqs://courier-bench"
+      fi
+      start w1 "$BIN/worker"
+      sleep 1 # the first process declares the topology
+      start w2 "$BIN/worker"
+      BIND=127.0.0.1:8081 start g1 "$BIN/gateway"
+      BIND=127.0.0.1:8082 start g2 "$BIN/gateway"
+      wait_port 8081; wait_port 8082
+      unset QUEUE_URL DATABASE_URL
+      URLS=(--url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws)
+      FRONT_PIDS=(--pid "gateway1=$PID_g1" --pid "gateway2=$PID_g2")
+      SERVER_PIDS=(--pid "worker1=$PID_w1" --pid "worker2=$PID_w2") ;;
+    *) echo "unknown topology $1" >&2; exit 2 ;;
+  esac
+  SERVER_PIDS=("${FRONT_PIDS[@]}" "${SERVER_PIDS[@]}")
+  sleep 1
+}
+
+measure() { # topology workload run
+  local label="$1/$2/$3" log="$LOGS/$1-$2-$3.txt"
+  echo "== $label"
+  case $2 in
+    w1) "$BIN/loadgen" run "${URLS[@]}" "${SERVER_PIDS[@]}" "${W1[@]}" --label "$label" ;;
+    w2) "$BIN/loadgen" run "${URLS[@]}" "${SERVER_PIDS[@]}" "${W2[@]}" --label "$label" ;;
+    w3) "$BIN/loadgen" idle "${URLS[@]}" "${FRONT_PIDS[@]}" "${W3[@]}" --label "$label" ;;
+  esac >"$log" 2>&1 || { echo "   failed, see $log"; tail -3 "$log"; return 0; }
+  grep -v '^RESULT' "$log" | sed 's/^/   /'
+  grep '^RESULT ' "$log" | sed 's/^RESULT //' >>"$RESULTS"
+}
+
+echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print $2/1048576 " GiB"}'), $(uname -r)" | tee "$OUT/machine.txt"
+git rev-parse --short HEAD >>"$OUT/machine.txt" 2>/dev/null || true
+for topo in ${TOPOLOGIES//,/ }; do
+  for w in ${WORKLOADS//,/ }; do
+    for r in $(seq "$RUNS"); do
+      # A fresh server per run: W3 measures memory from a clean start.
+      up "$topo"
+      measure "$topo" "$w" "$r"
+      stop_all
+    done
+  done
+done
+python3 bench/summarize.py "$RESULTS" | tee "$OUT/summary.md"

@@ -1,0 +1,282 @@
+//! Storing a batch: one transaction and four statements, whatever the batch's size.
+//!
+//! 1. Lock every room's counter row, in room-name order so two workers never deadlock
+//!    (one multi-row `INSERT … ON CONFLICT … DO UPDATE … RETURNING`).
+//! 2. Find the batch's keys that are already stored (a retry, a redelivery).
+//! 3. Insert the new messages with consecutive seqs after each room's counter.
+//! 4. Move the counters.
+//!
+//! Concurrent workers on one room wait at step 1, so seq stays gapless; nobody else can
+//! insert a room's key while its counter is locked, so step 2's answer holds until commit.
+//! One statement per step (not per message) is what lifts the store from a few thousand
+//! rows per second to tens of thousands: each statement is a round trip to the database
+//! (or to SQLite's worker thread).
+
+use super::{NewMessage, Store, Stored, decode};
+use crate::error::Error;
+use shared::{StoredMessage, Timestamp};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
+use std::collections::{BTreeMap, HashMap};
+
+type Key<'a> = (&'a str, &'a str, &'a str);
+
+/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` numbered placeholders.
+fn tuples(rows: usize, width: usize) -> String {
+    let mut s = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * width + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// A statement built for this batch's shape; not cached, since shapes vary.
+fn dynamic<'q>(sql: String) -> Query<'q, Any, AnyArguments> {
+    sqlx::query(AssertSqlSafe(sql)).persistent(false)
+}
+
+impl Store {
+    /// Stores a batch in one transaction. Returns one outcome per input, in input order.
+    pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _writer = match self.sqlite {
+            true => Some(self.write_lock.lock().await),
+            false => None,
+        };
+        let mut tx = if self.sqlite {
+            // Take the write lock up front: a deferred transaction that upgrades later
+            // can fail with SQLITE_BUSY instead of waiting.
+            self.pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            self.pool.begin().await?
+        };
+        let mut last = lock_rooms(&mut tx, batch).await?;
+        let stored = find_stored(&mut tx, batch).await?;
+        let plan = Plan::new(batch, &stored, &mut last);
+        insert(&mut tx, batch, &plan.fresh).await?;
+        set_counters(&mut tx, &last).await?;
+        tx.commit().await?;
+        Ok(plan.outcomes(batch, stored))
+    }
+}
+
+/// Locks each room's counter (creating it at 0) and returns the room's last seq.
+async fn lock_rooms<'a>(
+    tx: &mut AnyConnection,
+    batch: &'a [NewMessage],
+) -> Result<BTreeMap<&'a str, (i64, i64)>, Error> {
+    let rooms: BTreeMap<&str, (i64, i64)> =
+        batch.iter().map(|m| (m.room.as_str(), (0, 0))).collect();
+    let sql = format!(
+        "INSERT INTO room_seq (room, last_seq) VALUES {} ON CONFLICT (room) \
+         DO UPDATE SET last_seq = room_seq.last_seq RETURNING room, last_seq",
+        tuples_with_zero(rooms.len())
+    );
+    let mut q = dynamic(sql);
+    for room in rooms.keys() {
+        q = q.bind(*room);
+    }
+    let mut out = rooms;
+    for row in q.fetch_all(&mut *tx).await? {
+        let room: String = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        if let Some(v) = out.get_mut(room.as_str()) {
+            *v = (seq, seq);
+        }
+    }
+    Ok(out)
+}
+
+/// `($1, 0), ($2, 0), …`
+fn tuples_with_zero(rows: usize) -> String {
+    (1..=rows)
+        .map(|i| format!("(${i}, 0)"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The batch's keys that are stored already, with what was stored.
+async fn find_stored(
+    tx: &mut AnyConnection,
+    batch: &[NewMessage],
+) -> Result<HashMap<(String, String, String), StoredMessage>, Error> {
+    let terms: Vec<String> = (0..batch.len())
+        .map(|i| {
+            let p = i * 3;
+            format!(
+                "(room = ${} AND sender = ${} AND client_id = ${})",
+                p + 1,
+                p + 2,
+                p + 3
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
+         WHERE {}",
+        terms.join(" OR ")
+    );
+    let mut q = dynamic(sql);
+    for m in batch {
+        q = q
+            .bind(m.room.as_str())
+            .bind(m.from.as_str())
+            .bind(m.id.as_str());
+    }
+    let mut found = HashMap::new();
+    for row in q.fetch_all(&mut *tx).await? {
+        let m = decode(&row)?;
+        let key = (m.room.to_string(), m.from.to_string(), m.id.to_string());
+        found.insert(key, m);
+    }
+    Ok(found)
+}
+
+/// Which inputs are new (and their seq) and which repeat an earlier input of the batch.
+struct Plan {
+    fresh: Vec<(usize, i64)>,
+    repeats: Vec<(usize, usize)>,
+}
+
+impl Plan {
+    fn new(
+        batch: &[NewMessage],
+        stored: &HashMap<(String, String, String), StoredMessage>,
+        last: &mut BTreeMap<&str, (i64, i64)>,
+    ) -> Self {
+        let mut first: HashMap<Key, usize> = HashMap::new();
+        let (mut fresh, mut repeats) = (Vec::new(), Vec::new());
+        for (i, m) in batch.iter().enumerate() {
+            let key = (m.room.as_str(), m.from.as_str(), m.id.as_str());
+            let owned = (key.0.to_string(), key.1.to_string(), key.2.to_string());
+            if stored.contains_key(&owned) {
+                continue;
+            }
+            if let Some(&j) = first.get(&key) {
+                repeats.push((i, j));
+                continue;
+            }
+            first.insert(key, i);
+            let counter = last.get_mut(key.0).expect("every room was locked");
+            counter.1 += 1;
+            fresh.push((i, counter.1));
+        }
+        Self { fresh, repeats }
+    }
+
+    fn outcomes(
+        self,
+        batch: &[NewMessage],
+        stored: HashMap<(String, String, String), StoredMessage>,
+    ) -> Vec<Stored> {
+        let mut out: Vec<Option<Stored>> = vec![None; batch.len()];
+        for &(i, seq) in &self.fresh {
+            let m = &batch[i];
+            out[i] = Some(Stored::New(StoredMessage {
+                room: m.room.clone(),
+                seq: seq as u64,
+                id: m.id.clone(),
+                from: m.from.clone(),
+                body: m.body.clone(),
+                sent_at: m.sent_at,
+                enriched: m.enriched.clone(),
+                trace: m.trace.clone(),
+            }));
+        }
+        for (i, j) in self.repeats {
+            out[i] = Some(Stored::Duplicate(
+                out[j].as_ref().expect("first is new").message().clone(),
+            ));
+        }
+        for (i, m) in batch.iter().enumerate() {
+            if out[i].is_none() {
+                let key = (m.room.to_string(), m.from.to_string(), m.id.to_string());
+                let s = stored.get(&key).cloned();
+                out[i] = Some(Stored::Duplicate(
+                    s.expect("neither new nor repeated: stored"),
+                ));
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every input has an outcome"))
+            .collect()
+    }
+}
+
+async fn insert(
+    tx: &mut AnyConnection,
+    batch: &[NewMessage],
+    fresh: &[(usize, i64)],
+) -> Result<(), Error> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO messages (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
+         VALUES {}",
+        tuples(fresh.len(), 9)
+    );
+    let now = Timestamp::now().as_millis();
+    let mut q = dynamic(sql);
+    for &(i, seq) in fresh {
+        let m = &batch[i];
+        let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
+        q = q
+            .bind(m.room.as_str())
+            .bind(seq)
+            .bind(m.from.as_str())
+            .bind(m.id.as_str())
+            .bind(m.body.as_str())
+            .bind(m.sent_at.as_millis())
+            .bind(enriched)
+            .bind(now)
+            .bind(m.trace.as_deref());
+    }
+    q.execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Writes back the counters that moved.
+async fn set_counters(
+    tx: &mut AnyConnection,
+    last: &BTreeMap<&str, (i64, i64)>,
+) -> Result<(), Error> {
+    let moved: Vec<(&str, i64)> = last
+        .iter()
+        .filter(|(_, (start, end))| end != start)
+        .map(|(room, (_, end))| (*room, *end))
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO room_seq (room, last_seq) VALUES {} \
+         ON CONFLICT (room) DO UPDATE SET last_seq = excluded.last_seq",
+        tuples(moved.len(), 2)
+    );
+    let mut q = dynamic(sql);
+    for (room, seq) in moved {
+        q = q.bind(room).bind(seq);
+    }
+    q.execute(&mut *tx).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_row_by_row() {
+        assert_eq!(super::tuples(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(super::tuples_with_zero(2), "($1, 0), ($2, 0)");
+    }
+}
