@@ -36,29 +36,42 @@ pub enum Outbound {
     /// The join failed: forget the room without writing anything.
     Abandon(RoomId),
     /// Write `joined`, replay what `since` asks for, then go live.
-    Joined {
-        room: RoomId,
-        head: u64,
-        since: Option<u64>,
-        reference: Option<String>,
-    },
+    Joined(Box<JoinedReply>),
     /// Stop this room's messages and write `left`.
-    Left {
-        room: RoomId,
-        reference: Option<String>,
-    },
+    Left(Box<LeftReply>),
     /// Messages may have been missed: write what the store has beyond each cursor.
     Resync,
-    /// One room message, in the room's order.
-    Live {
-        room: RoomId,
-        seq: u64,
-        frame: Utf8Bytes,
-        /// When the gateway first received it (epoch ms), for the end-to-end latency.
-        sent_at_ms: i64,
-    },
+    /// One room message, in the room's order; every member gets the same allocation.
+    Live(Arc<Delivered>),
     /// Close the connection with this code.
     Close(u16, &'static str),
+}
+
+/// A successful join, as the writer needs it (boxed: rare, and it would triple the size
+/// of every slot of every connection's buffer).
+#[derive(Debug)]
+pub struct JoinedReply {
+    pub room: RoomId,
+    pub head: u64,
+    pub since: Option<u64>,
+    pub reference: Option<String>,
+}
+
+/// A leave, as the writer needs it.
+#[derive(Debug)]
+pub struct LeftReply {
+    pub room: RoomId,
+    pub reference: Option<String>,
+}
+
+/// A stored message on its way to a room's members, serialized once.
+#[derive(Debug)]
+pub struct Delivered {
+    pub room: RoomId,
+    pub seq: u64,
+    pub frame: Utf8Bytes,
+    /// When the gateway first received it (epoch ms), for the end-to-end latency.
+    pub sent_at_ms: i64,
 }
 
 /// A connection's entry in a room.
@@ -73,7 +86,7 @@ struct Room {
     members: HashMap<ConnId, Member>,
     /// The seq this room forwards next; unknown until its first delivery.
     next: Option<u64>,
-    held: BTreeMap<u64, (Utf8Bytes, i64)>,
+    held: BTreeMap<u64, Arc<Delivered>>,
     held_since: Option<Instant>,
 }
 
@@ -151,10 +164,12 @@ impl Hub {
     /// Hands one delivered message to the room's members, in seq order.
     pub fn dispatch(&self, msg: &StoredMessage) {
         tracing::debug!(trace = msg.trace.as_deref().unwrap_or("-"), room = %msg.room, seq = msg.seq, "message delivered to the hub");
-        let frame = (
-            Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize")),
-            msg.sent_at.as_millis(),
-        );
+        let frame = Arc::new(Delivered {
+            room: msg.room.clone(),
+            seq: msg.seq,
+            frame: Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize")),
+            sent_at_ms: msg.sent_at.as_millis(),
+        });
         let mut rooms = self.rooms();
         let Some(room) = rooms.get_mut(&msg.room) else {
             return;
@@ -167,14 +182,13 @@ impl Hub {
             room.held.insert(msg.seq, frame);
             room.held_since.get_or_insert_with(Instant::now);
             if room.held.len() > MAX_HELD {
-                room.release_held(&msg.room);
+                room.release_held();
             }
             return;
         }
-        room.forward(&msg.room, msg.seq, frame);
+        room.forward(frame);
         while let Some(frame) = room.next.and_then(|n| room.held.remove(&n)) {
-            let seq = room.next.expect("set by forward");
-            room.forward(&msg.room, seq, frame);
+            room.forward(frame);
         }
         if room.held.is_empty() {
             room.held_since = None;
@@ -185,12 +199,12 @@ impl Hub {
     pub fn release_expired(&self) {
         let now = Instant::now();
         let mut rooms = self.rooms();
-        for (id, room) in rooms.iter_mut() {
+        for room in rooms.values_mut() {
             if room
                 .held_since
                 .is_some_and(|t| now.duration_since(t) >= self.hold)
             {
-                room.release_held(id);
+                room.release_held();
             }
         }
     }
@@ -218,17 +232,11 @@ impl Hub {
 }
 
 impl Room {
-    fn forward(&mut self, id: &RoomId, seq: u64, (frame, sent_at_ms): (Utf8Bytes, i64)) {
-        self.next = Some(seq + 1);
+    fn forward(&mut self, msg: Arc<Delivered>) {
+        self.next = Some(msg.seq + 1);
         let mut delivered = 0u64;
         for member in self.members.values() {
-            let item = Outbound::Live {
-                room: id.clone(),
-                seq,
-                frame: frame.clone(),
-                sent_at_ms,
-            };
-            match member.tx.try_send(item) {
+            match member.tx.try_send(Outbound::Live(msg.clone())) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if !member.lagging.swap(true, Ordering::Relaxed) {
@@ -241,9 +249,9 @@ impl Room {
         metrics::counter!("courier_deliveries_total").increment(delivered);
     }
 
-    fn release_held(&mut self, id: &RoomId) {
-        for (seq, frame) in std::mem::take(&mut self.held) {
-            self.forward(id, seq, frame);
+    fn release_held(&mut self) {
+        for (_, msg) in std::mem::take(&mut self.held) {
+            self.forward(msg);
         }
         self.held_since = None;
     }
@@ -282,8 +290,8 @@ mod tests {
 
     fn seqs(rx: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Ok(Outbound::Live { seq, .. }) = rx.try_recv() {
-            out.push(seq);
+        while let Ok(Outbound::Live(d)) = rx.try_recv() {
+            out.push(d.seq);
         }
         out
     }

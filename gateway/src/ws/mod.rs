@@ -24,8 +24,10 @@ use writer::{Writer, WriterExit};
 
 /// Largest WebSocket frame or message a client may send.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Socket buffer sizes: tungstenite's defaults cost 128 KiB per connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// Socket buffer sizes: tungstenite's defaults cost 128 KiB per connection. The read
+/// buffer is allocated up front for every connection, idle or not; commands are small,
+/// and a larger frame (up to `MAX_FRAME`) is still read whole, in more than one read.
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 0;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 

@@ -1,7 +1,7 @@
 //! A connection's reader: parses each command, runs it, queues the reply for the writer.
 
 use crate::app::App;
-use crate::hub::{ConnId, Member, Outbound};
+use crate::hub::{ConnId, JoinedReply, LeftReply, Member, Outbound};
 use crate::ratelimit::TokenBucket;
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
@@ -87,7 +87,9 @@ impl Session {
                 (kind, Err(e))
             }
             Err(e) => ("invalid", Err(e)),
-            Ok(req) => (req.command.kind(), self.run(req).await),
+            // Boxed: a command's future (store reads, publishes) is large and short-lived;
+            // inline, it would sit in every idle connection's task.
+            Ok(req) => (req.command.kind(), Box::pin(self.run(req)).await),
         };
         let outcome = match &result {
             Ok(_) => "ok",
@@ -120,7 +122,10 @@ impl Session {
                 if self.joined.remove(&room) {
                     self.app.hub.leave(&room, self.conn).await;
                 }
-                Ok(Some(Outbound::Left { room, reference }))
+                Ok(Some(Outbound::Left(Box::new(LeftReply {
+                    room,
+                    reference,
+                }))))
             }
             Command::Send { room, id, body } => {
                 if !self.joined.contains(&room) {
@@ -232,12 +237,12 @@ impl Session {
         };
         self.joined.insert(room.clone());
         metrics::counter!("courier_joins_total").increment(1);
-        Ok(Some(Outbound::Joined {
+        Ok(Some(Outbound::Joined(Box::new(JoinedReply {
             room,
             head,
             since,
             reference,
-        }))
+        }))))
     }
 
     /// Leaves every room; called once the connection is over.

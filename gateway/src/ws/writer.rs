@@ -10,7 +10,7 @@
 //! writes what it missed from the store. A write that stays blocked while the
 //! connection lags means the client is not reading: it is closed with 1008.
 
-use crate::hub::Outbound;
+use crate::hub::{JoinedReply, LeftReply, Outbound};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
 use shared::protocol::{REPLAY_MAX, ServerEvent};
@@ -57,6 +57,7 @@ pub struct Writer<'a, S> {
     max_early: usize,
     /// Gateway receipt to the write of a live message (looked up once, not per frame).
     latency: metrics::Histogram,
+    bytes_out: metrics::Counter,
 }
 
 impl<'a, S> Writer<'a, S>
@@ -71,6 +72,7 @@ where
             rooms: HashMap::new(),
             max_early,
             latency: metrics::histogram!("courier_delivery_latency_seconds"),
+            bytes_out: metrics::counter!("courier_bytes_out_total"),
         }
     }
 
@@ -99,7 +101,7 @@ where
             }
             if rx.is_empty()
                 && self.lagging.swap(false, Ordering::Relaxed)
-                && let Err(exit) = self.resync().await
+                && let Err(exit) = Box::pin(self.resync()).await
             {
                 return exit;
             }
@@ -147,13 +149,18 @@ where
                 }
                 Ok(())
             }
-            Outbound::Joined {
-                room,
-                head,
-                since,
-                reference,
-            } => self.joined(room, head, since, reference).await,
-            Outbound::Left { room, reference } => {
+            Outbound::Joined(j) => {
+                let JoinedReply {
+                    room,
+                    head,
+                    since,
+                    reference,
+                } = *j;
+                // Boxed, like every store read here, to keep idle connections small.
+                Box::pin(self.joined(room, head, since, reference)).await
+            }
+            Outbound::Left(l) => {
+                let LeftReply { room, reference } = *l;
                 self.rooms.remove(&room);
                 let ev = ServerEvent::Left {
                     room: &room,
@@ -161,14 +168,9 @@ where
                 };
                 self.text(ev.to_json().into()).await
             }
-            Outbound::Live {
-                room,
-                seq,
-                frame,
-                sent_at_ms,
-            } => {
-                self.live(&room, seq, frame).await?;
-                let age = shared::Timestamp::now().as_millis() - sent_at_ms;
+            Outbound::Live(d) => {
+                self.live(&d.room, d.seq, d.frame.clone()).await?;
+                let age = shared::Timestamp::now().as_millis() - d.sent_at_ms;
                 self.latency.record(age.max(0) as f64 / 1000.0);
                 Ok(())
             }
@@ -239,7 +241,7 @@ where
         }
         if seq > last + 1 {
             metrics::counter!("courier_gap_fills_total").increment(1);
-            let filled = self.write_from_store(room, last, seq - 1).await?;
+            let filled = Box::pin(self.write_from_store(room, last, seq - 1)).await?;
             self.rooms.insert(room.clone(), Cursor::Live(filled));
             if filled + 1 != seq {
                 // The store must hold every seq below a delivered one; if it does not,
@@ -282,7 +284,7 @@ where
     }
 
     async fn text(&mut self, frame: Utf8Bytes) -> Result<(), WriterExit> {
-        metrics::counter!("courier_bytes_out_total").increment(frame.len() as u64);
+        self.bytes_out.increment(frame.len() as u64);
         self.write(Message::Text(frame)).await
     }
 
@@ -290,7 +292,14 @@ where
     /// the client stopped reading: give up on it with 1008 (the close frame then queues
     /// behind the frame in flight).
     async fn write(&mut self, msg: Message) -> Result<(), WriterExit> {
-        let send = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(msg));
+        let mut send = std::pin::pin!(self.sink.send(msg));
+        // Most writes complete at once: try before arming any timer (two timers per frame
+        // were a measurable share of the fan-out's CPU).
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(r) = first {
+            return r.map_err(|_| WriterExit::Broken);
+        }
+        let send = tokio::time::timeout(WRITE_TIMEOUT, send);
         tokio::pin!(send);
         loop {
             tokio::select! {

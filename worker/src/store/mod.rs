@@ -10,6 +10,7 @@ use shared::config::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use std::sync::Arc;
 use std::time::Duration;
 
 const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
@@ -76,7 +77,40 @@ pub struct Store {
     sqlite: bool,
     /// SQLite has one writer at a time; queueing here instead of in SQLite's busy
     /// handler (which sleeps in steps of up to 100 ms) keeps store latency flat.
-    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: the background checkpoint task, stopped with the last clone.
+    _checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// How often SQLite's WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Copies SQLite's WAL into the database file off the commit path. Left to SQLite, the
+/// commit that crosses the WAL threshold does it (with an fsync), and the messages of
+/// that batch wait for it: the latency spikes were tens of milliseconds.
+async fn checkpoints(pool: AnyPool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "background WAL checkpoint failed; the next one retries");
+        }
+    }
 }
 
 impl Store {
@@ -114,6 +148,11 @@ impl Store {
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
+                        // Checkpoints run in the background (see `checkpoints`); this is
+                        // only the backstop that bounds the WAL if they fall behind.
+                        sqlx::query("PRAGMA wal_autocheckpoint = 10000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -132,10 +171,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| connect_err(&e))?;
+        let checkpointer =
+            sqlite.then(|| Arc::new(Checkpointer(tokio::spawn(checkpoints(pool.clone())))));
         Ok(Self {
             pool,
             sqlite,
             write_lock: Default::default(),
+            _checkpointer: checkpointer,
         })
     }
 
