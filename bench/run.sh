@@ -12,7 +12,7 @@
 #               embedded       courier gateway, QUEUE_URL=memory, SQLite
 #               rabbitmq-pg    courier, 2 gateways + 2 workers, RabbitMQ, PostgreSQL
 #               sqs-pg         courier, 2 gateways + 2 workers, SQS on LocalStack, PostgreSQL
-#   WORKLOADS   comma-separated from w1,w2,w3 (default all)
+#   WORKLOADS   comma-separated from w0,w1,w2,w3 (default all)
 #   RUNS        repetitions of each (default 3); the report takes medians
 #
 # Every run prints loadgen's table and a `RESULT {json}` line; all of them are collected
@@ -27,7 +27,7 @@ ROOT=$PWD
 BIN=$ROOT/target/release
 RUNS=3
 TOPOLOGIES=reference,node-ws,socketio,socketio-redis,embedded,rabbitmq-pg,sqs-pg
-WORKLOADS=w1,w2,w3
+WORKLOADS=w0,w1,w2,w3
 OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)
 while getopts "n:t:w:o:" opt; do
   case $opt in
@@ -44,6 +44,8 @@ LOGS=$OUT/logs
 mkdir -p "$LOGS"
 
 # The workloads (docs/benchmarks.md): 1,000 connections in 100 rooms of 10.
+# W0 is the latency floor: two members of one room, 20 msgs/s, nothing queues.
+W0=(--conns 2 --rooms 1 --rate 20 --duration 10 --warmup 1)
 W1=(--conns 1000 --rooms 100 --rate 2000 --duration 10 --warmup 2)
 W2=(--conns 1000 --rooms 100 --window 1 --duration 10 --warmup 2)
 W3=(--conns 10000 --rooms 1000 --hold 5)
@@ -122,7 +124,9 @@ up() {
         ./scripts/localstack.sh start >/dev/null
         export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1
         export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-        export QUEUE_URL="sqs://courier-bench"
+        # A fresh prefix per run: what SQS could not deliver in one run (LocalStack is
+        # slower than the W1 rate) must not land in the next one.
+        export QUEUE_URL="sqs://courier-bench-$(date +%s)"
       fi
       start w1 "$BIN/worker"
       sleep 1 # the first process declares the topology
@@ -144,6 +148,7 @@ measure() { # topology workload run
   local label="$1/$2/$3" log="$LOGS/$1-$2-$3.txt"
   echo "== $label"
   case $2 in
+    w0) "$BIN/loadgen" run "${URLS[@]}" "${SERVER_PIDS[@]}" "${W0[@]}" --label "$label" ;;
     w1) "$BIN/loadgen" run "${URLS[@]}" "${SERVER_PIDS[@]}" "${W1[@]}" --label "$label" ;;
     w2) "$BIN/loadgen" run "${URLS[@]}" "${SERVER_PIDS[@]}" "${W2[@]}" --label "$label" ;;
     w3) "$BIN/loadgen" idle "${URLS[@]}" "${FRONT_PIDS[@]}" "${W3[@]}" --label "$label" ;;

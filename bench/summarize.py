@@ -55,6 +55,15 @@ def main():
     sio = lambda w: runs.get(("socketio", w))
     sior = lambda w: runs.get(("socketio-redis", w))
 
+    if rows("w0"):
+        print("### W0: latency floor, 2 connections in 1 room, 20 msgs/s\n")
+        print("| system | runs | latency p50 / p99 ms | ack p50 / p99 ms |")
+        print("|---|---|---|---|")
+        for t, rs in rows("w0"):
+            print(f"| {NAMES[t]} | {len(rs)} | {med(rs,'latency_ms','p50'):.2f} / {med(rs,'latency_ms','p99'):.2f} "
+                  f"| {med(rs,'ack_latency_ms','p50'):.2f} / {med(rs,'ack_latency_ms','p99'):.2f} |")
+        print()
+
     print("### W1: 1,000 connections, 100 rooms × 10, 2,000 msgs/s (20,000 deliveries/s)\n")
     print("| system | runs | latency p50 / p99 / p999 ms | p99 vs reference | p99 vs Socket.IO 1 node | ack p99 ms | deliveries/s | undelivered | dup / gaps | server CPU µs per delivery | CPU vs reference |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -49,6 +49,22 @@ ensure_rabbitmq() {
   timeout 30 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 }
 
+redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; }
+
+# Redis backs the Socket.IO cluster that the benchmark peers' smoke test starts.
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    say "installing Redis"
+    apt_install redis-server
+  fi
+  if ! redis_up; then
+    say "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+    for _ in $(seq 1 30); do redis_up && break; sleep 0.5; done
+  fi
+  redis_up || die "Redis is not reachable at 127.0.0.1:6379 (tried: redis-server --daemonize yes)"
+}
+
 ensure_chromium() {
   if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     say "installing Chromium and chromedriver (browser tests)"
@@ -81,6 +97,7 @@ ensure_nginx
 ensure_chromium
 ensure_node
 ensure_rabbitmq
+ensure_redis
 ./scripts/localstack.sh start || die "LocalStack (SQS) did not start: see .localstack/localstack.log"
 
 say "formatting"
@@ -99,6 +116,17 @@ printf '%s\n' "$node_out"
 node_passed=$(printf '%s\n' "$node_out" | awk '/^# pass [0-9]+$/ {s+=$3} END {print s+0}')
 node_failed=$(printf '%s\n' "$node_out" | awk '/^# fail [0-9]+$/ {s+=$3} END {print s+0}')
 [ "$node_status" -eq 0 ] || die "client unit tests failed (node --test clients/js/test/, exit $node_status)"
+
+say "benchmark tools"
+# The peer servers (Socket.IO alone and clustered over Redis, Node ws) answer as the load
+# generator expects, and the load generator counts a short run against the reference
+# server with nothing lost.
+(cd bench/peers && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in bench/peers failed"
+peers_out="$(node bench/peers/smoke.mjs 2>&1)" || { printf '%s\n' "$peers_out"; die "benchmark peers smoke test failed (node bench/peers/smoke.mjs)"; }
+printf '%s\n' "$peers_out"
+node_passed=$((node_passed + $(printf '%s\n' "$peers_out" | grep -c '^ok ')))
+./scripts/loadgen-smoke.sh || die "load generator smoke test failed (scripts/loadgen-smoke.sh)"
+node_passed=$((node_passed + 1))
 
 say "infra checks"
 ./scripts/check-infra.sh

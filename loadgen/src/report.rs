@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         "duplicates": s.duplicates,
         "gaps": s.gaps,
         "disconnects": s.disconnects,
+        "foreign": s.foreign,
         "drain_s": (drain_s * 100.0).round() / 100.0,
         "deliveries_per_sec": deliveries_per_sec.round(),
         "latency_ms": percentiles(&s.latency),
@@ -88,6 +89,12 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         s.gaps,
         s.disconnects
     );
+    if s.foreign > 0 {
+        println!(
+            "{:<28} {} (an earlier run's backlog; not counted)",
+            "foreign messages", s.foreign
+        );
+    }
     println!(
         "{:<28} {}",
         "deliveries/s (window)", result["deliveries_per_sec"]

@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// When each phase starts, fixed before the first send.
 pub struct Plan {
     pub origin: Instant,
+    /// Tags this run's message ids.
+    pub run: u32,
     pub start: Instant,
     pub measure_from: Instant,
     pub send_end: Instant,
@@ -48,6 +50,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let send_end = measure_from + Duration::from_secs_f64(args.duration);
     let plan = Arc::new(Plan {
         origin,
+        run: run_tag(),
         start,
         measure_from,
         send_end,
@@ -89,6 +92,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_s,
     );
     Ok(())
+}
+
+/// A tag that differs from run to run (time and process id are enough).
+fn run_tag() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 /// A message body of `n` bytes that exercises every enrichment stage.
@@ -214,7 +226,7 @@ async fn drive(
 impl Driver {
     /// Sends one message whose id carries `at`, its scheduled time.
     async fn send(&mut self, at: Instant) -> anyhow::Result<()> {
-        let id = encode_id(self.i, self.n, self.plan.micros(at));
+        let id = encode_id(self.plan.run, self.i, self.n, self.plan.micros(at));
         self.n += 1;
         self.st.sent += 1;
         self.st.expected += self.members;
@@ -231,7 +243,8 @@ impl Driver {
         let measured_from = plan.micros(plan.measure_from);
         match client::classify(plan.target.protocol, text) {
             Incoming::Message { id, seq } => {
-                let Some((sender, n, sent_us)) = decode_id(id) else {
+                let Some((sender, n, sent_us)) = decode_id(plan.run, id) else {
+                    st.foreign(seq);
                     return Reply::None;
                 };
                 if !st.delivery(sender, n, seq) {
@@ -250,7 +263,7 @@ impl Driver {
                 Reply::None
             }
             Incoming::Ack { id } => {
-                if let Some((_, _, sent_us)) = decode_id(id) {
+                if let Some((_, _, sent_us)) = decode_id(plan.run, id) {
                     st.acked += 1;
                     if sent_us >= measured_from {
                         let _ = st.ack_latency.record(now_us.saturating_sub(sent_us).max(1));
@@ -264,7 +277,7 @@ impl Driver {
                     st.error_codes.push(code);
                 }
                 if id
-                    .and_then(decode_id)
+                    .and_then(|id| decode_id(plan.run, id))
                     .is_none_or(|(sender, _, _)| sender != self.i)
                 {
                     return Reply::None;

@@ -8,14 +8,20 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid")
 }
 
-/// Message ids carry the sender and its scheduled send time, so any receiver can compute
-/// the latency without a shared table: `<sender>.<n>.<micros since the run's epoch>`.
-pub fn encode_id(sender: usize, n: u64, micros: u64) -> String {
-    format!("{sender}.{n}.{micros}")
+/// Message ids carry the run, the sender and its scheduled send time, so any receiver can
+/// compute the latency without a shared table:
+/// `<run>.<sender>.<n>.<micros since the run's epoch>`. The run tag tells this run's
+/// messages from a backlog that an earlier run left in a queue.
+pub fn encode_id(run: u32, sender: usize, n: u64, micros: u64) -> String {
+    format!("{run:x}.{sender}.{n}.{micros}")
 }
 
-pub fn decode_id(id: &str) -> Option<(usize, u64, u64)> {
+/// `None` for an id this run did not send.
+pub fn decode_id(run: u32, id: &str) -> Option<(usize, u64, u64)> {
     let mut parts = id.split('.');
+    if u32::from_str_radix(parts.next()?, 16).ok()? != run {
+        return None;
+    }
     let sender = parts.next()?.parse().ok()?;
     let n = parts.next()?.parse().ok()?;
     let micros = parts.next()?.parse().ok()?;
@@ -39,6 +45,8 @@ pub struct ConnStats {
     pub gaps: u64,
     /// Connections the server closed or that failed during the run.
     pub disconnects: u64,
+    /// Messages received that an earlier run sent.
+    pub foreign: u64,
     pub latency: Histogram<u64>,
     pub ack_latency: Histogram<u64>,
     last_seq: Option<u64>,
@@ -59,10 +67,20 @@ impl ConnStats {
             duplicates: 0,
             gaps: 0,
             disconnects: 0,
+            foreign: 0,
             latency: histogram(),
             ack_latency: histogram(),
             last_seq: None,
             seen: track_ids.then(HashSet::new),
+        }
+    }
+
+    /// A message of another run (a backlog left in a queue): it moves the room's `seq`
+    /// on but is not this run's to count.
+    pub fn foreign(&mut self, seq: Option<u64>) {
+        self.foreign += 1;
+        if let Some(seq) = seq {
+            self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
         }
     }
 
@@ -105,6 +123,7 @@ impl ConnStats {
         self.duplicates += o.duplicates;
         self.gaps += o.gaps;
         self.disconnects += o.disconnects;
+        self.foreign += o.foreign;
         self.latency.add(&o.latency).expect("same bounds");
         self.ack_latency.add(&o.ack_latency).expect("same bounds");
     }
@@ -117,10 +136,11 @@ mod tests {
     #[test]
     fn ids_round_trip() {
         assert_eq!(
-            decode_id(&encode_id(7, 42, 123_456)),
+            decode_id(9, &encode_id(9, 7, 42, 123_456)),
             Some((7, 42, 123_456))
         );
-        assert_eq!(decode_id("c-1"), None);
+        assert_eq!(decode_id(8, &encode_id(9, 7, 42, 123_456)), None);
+        assert_eq!(decode_id(9, "c-1"), None);
     }
 
     #[test]
