@@ -90,6 +90,16 @@ pub async fn batches_are_idempotent(url: &str) {
         matches!(again[1], Stored::New(ref m) if m.seq == 3),
         "another sender, same id"
     );
+    let twice = store
+        .store_batch(&[msg("idem", "a", "1"), msg("idem", "a", "1")])
+        .await
+        .unwrap();
+    assert!(
+        twice
+            .iter()
+            .all(|o| matches!(o, Stored::Duplicate(m) if m.seq == 1)),
+        "a stored key repeated within a batch: {twice:?}"
+    );
     let r = RoomId::parse("idem").unwrap();
     let before: Vec<u64> = store
         .before(&r, Some(3), 10)

@@ -28,6 +28,7 @@ where
 {
     publish_receive_ack(make(options()).await).await;
     batches_hold_every_message_once(make(options()).await).await;
+    try_receive_does_not_wait_and_loses_nothing(make(options()).await).await;
     retry_redelivers_after_its_delay(make(options()).await).await;
     dead_letters_after_max_attempts(make(options()).await).await;
     dead_letter_now(make(options()).await).await;
@@ -111,6 +112,39 @@ async fn batches_hold_every_message_once(q: Arc<dyn Queue>) {
         Delivery::ack_all(batch).await.unwrap();
     }
     assert_eq!(seen.len(), 25);
+}
+
+/// `try_receive` tops up a batch: it answers at once, with at most what was asked, in
+/// order, never a message twice; a backend may answer nothing (SQS), and then `receive`
+/// still has everything.
+async fn try_receive_does_not_wait_and_loses_nothing(q: Arc<dyn Queue>) {
+    for i in 0..5 {
+        publish(&*q, "room-t", &format!("t{i}")).await;
+    }
+    let mut c = q.consumer().await.unwrap();
+    let mut got = collect(&mut *c, 1, Duration::from_secs(10)).await;
+    assert!(c.try_receive(0).is_empty(), "zero asked, zero given");
+    // Let a broker's prefetch bring the rest to the consumer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let more = c.try_receive(2);
+    assert!(
+        // Well under the receive wait (300 ms): it did not block for messages.
+        started.elapsed() < Duration::from_millis(250),
+        "try_receive waited {:?}",
+        started.elapsed()
+    );
+    assert!(more.len() <= 2, "at most what was asked: {}", more.len());
+    got.extend(more);
+    let rest = 5 - got.len();
+    got.extend(collect(&mut *c, rest, Duration::from_secs(10)).await);
+    let ids: Vec<String> = got.iter().map(id_of).collect();
+    assert_eq!(
+        ids,
+        ["t0", "t1", "t2", "t3", "t4"],
+        "every message once, in order"
+    );
+    Delivery::ack_all(got).await.unwrap();
 }
 
 async fn retry_redelivers_after_its_delay(q: Arc<dyn Queue>) {

@@ -74,24 +74,27 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    sqlite: bool,
+    /// Set when the store is SQLite.
+    sqlite: Option<Arc<Sqlite>>,
+}
+
+/// What only a SQLite store has.
+struct Sqlite {
     /// SQLite has one writer at a time; queueing here instead of in SQLite's busy
     /// handler (which sleeps in steps of up to 100 ms) keeps store latency flat.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
-    /// SQLite: the background checkpoint task, stopped with the last clone.
-    _checkpointer: Option<Arc<Checkpointer>>,
+    writer: tokio::sync::Mutex<()>,
+    /// The background checkpoint task, stopped with the last clone of the store.
+    checkpoints: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        self.checkpoints.abort();
+    }
 }
 
 /// How often SQLite's WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-struct Checkpointer(tokio::task::JoinHandle<()>);
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// Copies SQLite's WAL into the database file off the commit path. Left to SQLite, the
 /// commit that crosses the WAL threshold does it (with an fsync), and the messages of
@@ -108,7 +111,7 @@ async fn checkpoints(pool: AnyPool) {
             .execute(&pool)
             .await
         {
-            tracing::debug!(error = %e, "background WAL checkpoint failed; the next one retries");
+            tracing::warn!(error = %e, "background WAL checkpoint failed; retrying in 500 ms (SQLite's own checkpoint at 10,000 pages bounds the WAL meanwhile)");
         }
     }
 }
@@ -171,14 +174,13 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| connect_err(&e))?;
-        let checkpointer =
-            sqlite.then(|| Arc::new(Checkpointer(tokio::spawn(checkpoints(pool.clone())))));
-        Ok(Self {
-            pool,
-            sqlite,
-            write_lock: Default::default(),
-            _checkpointer: checkpointer,
-        })
+        let sqlite = sqlite.then(|| {
+            Arc::new(Sqlite {
+                writer: tokio::sync::Mutex::new(()),
+                checkpoints: tokio::spawn(checkpoints(pool.clone())),
+            })
+        });
+        Ok(Self { pool, sqlite })
     }
 
     pub fn pool(&self) -> &AnyPool {

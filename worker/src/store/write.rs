@@ -71,25 +71,26 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let _writer = match self.sqlite {
-            true => Some(self.write_lock.lock().await),
-            false => None,
+        let _writer = match &self.sqlite {
+            Some(s) => Some(s.writer.lock().await),
+            None => None,
         };
-        let mut tx = if self.sqlite {
+        let sqlite = self.sqlite.is_some();
+        let mut tx = if sqlite {
             // Take the write lock up front: a deferred transaction that upgrades later
             // can fail with SQLITE_BUSY instead of waiting.
             self.pool.begin_with("BEGIN IMMEDIATE").await?
         } else {
             self.pool.begin().await?
         };
-        let sqlite = self.sqlite;
         let mut last = lock_rooms(&mut tx, batch, sqlite).await?;
-        let stored = find_stored(&mut tx, batch, sqlite).await?;
-        let plan = Plan::new(batch, &stored, &mut last);
-        insert(&mut tx, batch, &plan.fresh, sqlite).await?;
+        let mut plan = Plan::new(batch);
+        plan.found(find_stored(&mut tx, batch, sqlite).await?);
+        let fresh = plan.number(batch, &mut last);
+        insert(&mut tx, batch, &fresh, sqlite).await?;
         set_counters(&mut tx, &last, sqlite).await?;
         tx.commit().await?;
-        Ok(plan.outcomes(batch, stored))
+        Ok(plan.outcomes(batch, fresh))
     }
 }
 
@@ -129,12 +130,12 @@ fn tuples_with_zero(rows: usize) -> String {
         .join(", ")
 }
 
-/// The batch's keys that are stored already, with what was stored.
+/// The stored messages whose keys the batch repeats (a retry, a redelivery).
 async fn find_stored(
     tx: &mut AnyConnection,
     batch: &[NewMessage],
     sqlite: bool,
-) -> Result<HashMap<(String, String, String), StoredMessage>, Error> {
+) -> Result<Vec<StoredMessage>, Error> {
     let terms: Vec<String> = (0..batch.len())
         .map(|i| {
             let p = i * 3;
@@ -158,54 +159,75 @@ async fn find_stored(
             .bind(m.from.as_str())
             .bind(m.id.as_str());
     }
-    let mut found = HashMap::new();
-    for row in q.fetch_all(&mut *tx).await? {
-        let m = decode(&row)?;
-        let key = (m.room.to_string(), m.from.to_string(), m.id.to_string());
-        found.insert(key, m);
-    }
-    Ok(found)
+    q.fetch_all(&mut *tx).await?.iter().map(decode).collect()
 }
 
-/// Which inputs are new (and their seq) and which repeat an earlier input of the batch.
-struct Plan {
-    fresh: Vec<(usize, i64)>,
-    repeats: Vec<(usize, usize)>,
+/// What becomes of each input: the first input of each key is new or was stored before;
+/// a later input with the same key repeats the first.
+struct Plan<'a> {
+    index: HashMap<Key<'a>, usize>,
+    /// For each input, the index of the first input with its key.
+    first: Vec<usize>,
+    /// For first inputs, what was stored before under their key.
+    stored: Vec<Option<StoredMessage>>,
 }
 
-impl Plan {
-    fn new(
-        batch: &[NewMessage],
-        stored: &HashMap<(String, String, String), StoredMessage>,
-        last: &mut BTreeMap<&str, (i64, i64)>,
-    ) -> Self {
-        let mut first: HashMap<Key, usize> = HashMap::new();
-        let (mut fresh, mut repeats) = (Vec::new(), Vec::new());
-        for (i, m) in batch.iter().enumerate() {
-            let key = (m.room.as_str(), m.from.as_str(), m.id.as_str());
-            let owned = (key.0.to_string(), key.1.to_string(), key.2.to_string());
-            if stored.contains_key(&owned) {
-                continue;
-            }
-            if let Some(&j) = first.get(&key) {
-                repeats.push((i, j));
-                continue;
-            }
-            first.insert(key, i);
-            let counter = last.get_mut(key.0).expect("every room was locked");
-            counter.1 += 1;
-            fresh.push((i, counter.1));
+fn key(m: &NewMessage) -> Key<'_> {
+    (m.room.as_str(), m.from.as_str(), m.id.as_str())
+}
+
+impl<'a> Plan<'a> {
+    fn new(batch: &'a [NewMessage]) -> Self {
+        let mut index = HashMap::with_capacity(batch.len());
+        let first = batch
+            .iter()
+            .enumerate()
+            .map(|(i, m)| *index.entry(key(m)).or_insert(i))
+            .collect();
+        Self {
+            index,
+            first,
+            stored: vec![None; batch.len()],
         }
-        Self { fresh, repeats }
     }
 
-    fn outcomes(
-        self,
+    /// Files each already-stored message under the first input with its key.
+    fn found(&mut self, rows: Vec<StoredMessage>) {
+        for row in rows {
+            let k = (row.room.as_str(), row.from.as_str(), row.id.as_str());
+            if let Some(&i) = self.index.get(&k) {
+                self.stored[i] = Some(row);
+            }
+        }
+    }
+
+    /// Numbers the new messages after their room's counter: (input, seq).
+    fn number(
+        &self,
         batch: &[NewMessage],
-        stored: HashMap<(String, String, String), StoredMessage>,
-    ) -> Vec<Stored> {
-        let mut out: Vec<Option<Stored>> = vec![None; batch.len()];
-        for &(i, seq) in &self.fresh {
+        last: &mut BTreeMap<&str, (i64, i64)>,
+    ) -> Vec<(usize, i64)> {
+        batch
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| self.first[i] == i && self.stored[i].is_none())
+            .map(|(i, m)| {
+                let counter = last
+                    .get_mut(m.room.as_str())
+                    .expect("every room was locked");
+                counter.1 += 1;
+                (i, counter.1)
+            })
+            .collect()
+    }
+
+    fn outcomes(self, batch: &[NewMessage], fresh: Vec<(usize, i64)>) -> Vec<Stored> {
+        let mut out: Vec<Option<Stored>> = self
+            .stored
+            .into_iter()
+            .map(|s| s.map(Stored::Duplicate))
+            .collect();
+        for (i, seq) in fresh {
             let m = &batch[i];
             out[i] = Some(Stored::New(StoredMessage {
                 room: m.room.clone(),
@@ -218,18 +240,14 @@ impl Plan {
                 trace: m.trace.clone(),
             }));
         }
-        for (i, j) in self.repeats {
-            out[i] = Some(Stored::Duplicate(
-                out[j].as_ref().expect("first is new").message().clone(),
-            ));
-        }
-        for (i, m) in batch.iter().enumerate() {
-            if out[i].is_none() {
-                let key = (m.room.to_string(), m.from.to_string(), m.id.to_string());
-                let s = stored.get(&key).cloned();
-                out[i] = Some(Stored::Duplicate(
-                    s.expect("neither new nor repeated: stored"),
-                ));
+        for (i, &j) in self.first.iter().enumerate() {
+            if j != i {
+                let first = out[j]
+                    .as_ref()
+                    .expect("first inputs are settled")
+                    .message()
+                    .clone();
+                out[i] = Some(Stored::Duplicate(first));
             }
         }
         out.into_iter()
