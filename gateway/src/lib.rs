@@ -19,6 +19,7 @@ use app::App;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use hub::Hub;
 use shared::GatewayId;
 use shared::queue::{self, FeedEvent, Queue};
@@ -78,6 +79,13 @@ pub async fn run(
         .unwrap_or_default();
     info!(%addr, gateway = %app.gateway, queue = %shared::config::redact_url(&app.config.backend.queue_url), "gateway listening");
 
+    // Without TCP_NODELAY, a reply written right after another waits for the client's
+    // delayed ACK (about 40 ms): every ack-then-message pair and every burst pays it.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let served = axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown({
             let s = shutdown.clone();

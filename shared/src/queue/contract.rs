@@ -34,6 +34,7 @@ where
     dead_letter_now(make(options()).await).await;
     dead_letters_replay_and_purge(make(options()).await).await;
     abandoned_delivery_comes_back(make(options()).await).await;
+    a_room_is_held_by_one_consumer(make(options()).await).await;
     fan_out_follows_bindings(make(options()).await).await;
 }
 
@@ -285,6 +286,31 @@ async fn abandoned_delivery_comes_back(q: Arc<dyn Queue>) {
     assert_eq!(id_of(&again), "crash");
     assert!(again.attempt >= 2);
     again.ack().await.unwrap();
+}
+
+/// Like a FIFO queue's message group, a room is handed to one consumer at a time: while
+/// one of its messages is unsettled, no other consumer gets the room's later messages,
+/// which then come in publish order. This is what keeps each sender's order.
+async fn a_room_is_held_by_one_consumer(q: Arc<dyn Queue>) {
+    for i in 0..3 {
+        publish(&*q, "room-h", &format!("h{i}")).await;
+    }
+    let mut a = q.consumer().await.unwrap();
+    let first = collect(&mut *a, 1, Duration::from_secs(10)).await;
+    assert_eq!(first.iter().map(id_of).collect::<Vec<_>>(), ["h0"]);
+    let mut b = q.consumer().await.unwrap();
+    let stolen = collect(&mut *b, 2, Duration::from_millis(1500)).await;
+    assert!(
+        stolen.is_empty(),
+        "another consumer got a held room's later messages: {:?}",
+        stolen.iter().map(id_of).collect::<Vec<_>>()
+    );
+    drop(b);
+    Delivery::ack_all(first).await.unwrap();
+    let rest = collect(&mut *a, 2, Duration::from_secs(10)).await;
+    let ids: Vec<String> = rest.iter().map(id_of).collect();
+    Delivery::ack_all(rest).await.unwrap();
+    assert_eq!(ids, ["h1", "h2"], "the rest, in publish order");
 }
 
 fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {

@@ -16,6 +16,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// An in-process broker with the same settlement rules as the real ones.
+///
+/// Like a FIFO queue's message groups, a room is handed to one consumer at a time: while
+/// any message of a room is in flight or waiting for its retry, no consumer gets that
+/// room's later messages. Rooms stay parallel, and each room is stored in publish order
+/// whatever the number of workers.
 pub struct MemoryQueue {
     inner: Arc<Inner>,
 }
@@ -29,19 +34,42 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    ready: VecDeque<Item>,
+    /// Rooms with ready messages and none held, in the order they became available.
+    /// A room is here exactly when its lane has ready messages and holds none.
+    available: VecDeque<RoomId>,
+    lanes: HashMap<RoomId, Lane>,
     /// Retries waiting for their delay, earliest first.
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
     delayed_items: HashMap<u64, Item>,
     in_flight: HashMap<u64, Item>,
-    dead: VecDeque<DeadLetter>,
+    dead: VecDeque<DeadItem>,
+    /// Ready, delayed and in flight: what the capacity bounds.
+    depth: usize,
     next_tag: u64,
+    next_order: u64,
+}
+
+/// One room's messages.
+#[derive(Default)]
+struct Lane {
+    /// Waiting to be handed out, in publish order.
+    ready: VecDeque<Item>,
+    /// In flight or waiting for a retry: while non-zero, the room is held.
+    held: usize,
 }
 
 struct Item {
+    room: RoomId,
+    /// Publish order, so a message handed back takes its place again.
+    order: u64,
     payload: Vec<u8>,
     /// Deliveries so far.
     attempts: u32,
+}
+
+struct DeadItem {
+    room: RoomId,
+    letter: DeadLetter,
 }
 
 struct Subscriber {
@@ -63,8 +91,7 @@ impl MemoryQueue {
 
     /// Messages waiting or in flight (the backlog an autoscaler would read).
     pub fn depth(&self) -> usize {
-        let st = self.inner.lock();
-        st.ready.len() + st.delayed_items.len() + st.in_flight.len()
+        self.inner.lock().depth
     }
 }
 
@@ -75,20 +102,95 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push_dead(&self, st: &mut State, dl: DeadLetter) {
+    fn push_dead(&self, st: &mut State, item: Item, reason: &str) {
+        st.release(&item.room);
+        st.depth -= 1;
         if st.dead.len() >= self.opts.memory_capacity {
             let evicted = st.dead.pop_front();
             tracing::error!(
                 capacity = self.opts.memory_capacity,
-                reason = evicted.map(|d| d.reason).unwrap_or_default(),
+                reason = evicted.map(|d| d.letter.reason).unwrap_or_default(),
                 "in-memory dead-letter store is full; evicting its oldest entry (use a durable queue backend to keep dead letters)"
             );
         }
-        st.dead.push_back(dl);
+        st.dead.push_back(DeadItem {
+            room: item.room,
+            letter: DeadLetter {
+                payload: item.payload,
+                attempts: item.attempts,
+                reason: reason.to_owned(),
+            },
+        });
     }
 }
 
 impl State {
+    /// Queues a new message at the end of its room's lane.
+    fn push_new(&mut self, room: RoomId, payload: Vec<u8>) {
+        let order = self.next_order;
+        self.next_order += 1;
+        self.depth += 1;
+        let lane = self.lanes.entry(room.clone()).or_default();
+        lane.ready.push_back(Item {
+            room: room.clone(),
+            order,
+            payload,
+            attempts: 0,
+        });
+        if lane.held == 0 && lane.ready.len() == 1 {
+            self.available.push_back(room);
+        }
+    }
+
+    /// A held message is ready again: it takes its place in publish order.
+    fn put_back(&mut self, item: Item) {
+        let room = item.room.clone();
+        let lane = self.lanes.entry(room.clone()).or_default();
+        lane.held = lane.held.saturating_sub(1);
+        let at = lane.ready.partition_point(|i| i.order < item.order);
+        lane.ready.insert(at, item);
+        if lane.held == 0 {
+            self.available.push_back(room);
+        }
+    }
+
+    /// A held message of `room` is settled for good.
+    fn release(&mut self, room: &RoomId) {
+        let Some(lane) = self.lanes.get_mut(room) else {
+            return;
+        };
+        lane.held = lane.held.saturating_sub(1);
+        if lane.held == 0 {
+            if lane.ready.is_empty() {
+                self.lanes.remove(room);
+            } else {
+                self.available.push_back(room.clone());
+            }
+        }
+    }
+
+    /// Up to `max` ready messages, whole rooms first: each room taken is held until
+    /// every message handed out of it is settled.
+    fn take(&mut self, max: usize) -> Vec<(u64, Item)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(room) = self.available.pop_front() else {
+                break;
+            };
+            let Some(lane) = self.lanes.get_mut(&room) else {
+                continue;
+            };
+            let n = lane.ready.len().min(max - out.len());
+            lane.held += n;
+            for mut item in lane.ready.drain(..n) {
+                item.attempts += 1;
+                out.push((self.next_tag, item));
+                self.next_tag += 1;
+            }
+        }
+        out
+    }
+
     fn promote_due(&mut self, now: Instant) {
         while let Some(Reverse((at, tag))) = self.delayed.peek().copied() {
             if at > now {
@@ -96,7 +198,7 @@ impl State {
             }
             self.delayed.pop();
             if let Some(item) = self.delayed_items.remove(&tag) {
-                self.ready.push_back(item);
+                self.put_back(item);
             }
         }
     }
@@ -108,19 +210,16 @@ impl State {
 
 #[async_trait]
 impl Queue for MemoryQueue {
-    async fn publish(&self, _room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
         {
             let mut st = self.inner.lock();
-            let depth = st.ready.len() + st.delayed_items.len() + st.in_flight.len();
-            if depth >= self.inner.opts.memory_capacity {
+            if st.depth >= self.inner.opts.memory_capacity {
                 return Err(QueueError::Unavailable(format!(
-                    "in-memory queue is full ({depth} messages); workers are behind"
+                    "in-memory queue is full ({} messages); workers are behind",
+                    st.depth
                 )));
             }
-            st.ready.push_back(Item {
-                payload,
-                attempts: 0,
-            });
+            st.push_new(room.clone(), payload);
         }
         self.inner.wake.notify_waiters();
         Ok(())
@@ -181,7 +280,8 @@ impl Queue for MemoryQueue {
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        Ok(self.inner.lock().dead.iter().take(max).cloned().collect())
+        let st = self.inner.lock();
+        Ok(st.dead.iter().take(max).map(|d| d.letter.clone()).collect())
     }
 
     async fn backlog(&self) -> Result<Option<u64>, QueueError> {
@@ -191,16 +291,15 @@ impl Queue for MemoryQueue {
     async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
         let replayed = {
             let mut st = self.inner.lock();
-            let (chosen, kept): (VecDeque<DeadLetter>, VecDeque<DeadLetter>) =
+            let (chosen, kept): (VecDeque<DeadItem>, VecDeque<DeadItem>) =
                 std::mem::take(&mut st.dead)
                     .into_iter()
-                    .partition(|d| filter.matches(&d.payload));
+                    .partition(|d| filter.matches(&d.letter.payload));
             st.dead = kept;
             let n = chosen.len();
-            st.ready.extend(chosen.into_iter().map(|d| Item {
-                payload: d.payload,
-                attempts: 0,
-            }));
+            for d in chosen {
+                st.push_new(d.room, d.letter.payload);
+            }
             n
         };
         self.inner.wake.notify_waiters();
@@ -254,7 +353,7 @@ impl Consumer for MemoryConsumer {
                 let now = Instant::now();
                 let mut st = self.inner.lock();
                 st.promote_due(now);
-                if !st.ready.is_empty() {
+                if !st.available.is_empty() {
                     return Ok(self.take_ready(&mut st, max.max(1)));
                 }
                 st.next_due().map_or(deadline, |due| due.min(deadline))
@@ -269,7 +368,7 @@ impl Consumer for MemoryConsumer {
     fn try_receive(&mut self, max: usize) -> Vec<Delivery> {
         let mut st = self.inner.lock();
         st.promote_due(Instant::now());
-        if st.ready.is_empty() || max == 0 {
+        if st.available.is_empty() || max == 0 {
             return Vec::new();
         }
         self.take_ready(&mut st, max)
@@ -278,22 +377,17 @@ impl Consumer for MemoryConsumer {
 
 impl MemoryConsumer {
     fn take_ready(&self, st: &mut State, max: usize) -> Vec<Delivery> {
-        let n = st.ready.len().min(max);
         let settle: Arc<dyn Settle> = self.inner.clone();
-        let mut out = Vec::with_capacity(n);
-        for mut item in st.ready.drain(..n).collect::<Vec<_>>() {
-            item.attempts += 1;
-            let tag = st.next_tag;
-            st.next_tag += 1;
-            let payload = item.payload.clone();
-            let attempt = item.attempts;
-            st.in_flight.insert(tag, item);
+        let taken = st.take(max);
+        let mut out = Vec::with_capacity(taken.len());
+        for (tag, item) in taken {
             out.push(Delivery::new(
-                payload,
-                attempt,
+                item.payload.clone(),
+                item.attempts,
                 Box::new(tag),
                 settle.clone(),
             ));
+            st.in_flight.insert(tag, item);
         }
         out
     }
@@ -308,10 +402,17 @@ fn tag_of(token: Token) -> u64 {
 #[async_trait]
 impl Settle for Inner {
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
-        let mut st = self.lock();
-        for t in tokens {
-            st.in_flight.remove(&tag_of(t));
+        {
+            let mut st = self.lock();
+            for t in tokens {
+                if let Some(item) = st.in_flight.remove(&tag_of(t)) {
+                    st.depth -= 1;
+                    st.release(&item.room);
+                }
+            }
         }
+        // A room whose last held message was acked may be ready for another consumer.
+        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -330,12 +431,7 @@ impl Settle for Inner {
                 return Ok(Settled::Retrying);
             };
             if item.attempts >= self.opts.max_attempts {
-                let dl = DeadLetter {
-                    payload: item.payload,
-                    attempts: item.attempts,
-                    reason: reason.to_owned(),
-                };
-                self.push_dead(&mut st, dl);
+                self.push_dead(&mut st, item, reason);
                 Settled::DeadLettered
             } else {
                 st.delayed.push(Reverse((Instant::now() + delay, tag)));
@@ -354,15 +450,13 @@ impl Settle for Inner {
         _attempt: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let mut st = self.lock();
-        if let Some(item) = st.in_flight.remove(&tag_of(token)) {
-            let dl = DeadLetter {
-                payload: item.payload,
-                attempts: item.attempts,
-                reason: reason.to_owned(),
-            };
-            self.push_dead(&mut st, dl);
+        {
+            let mut st = self.lock();
+            if let Some(item) = st.in_flight.remove(&tag_of(token)) {
+                self.push_dead(&mut st, item, reason);
+            }
         }
+        self.wake.notify_waiters();
         Ok(())
     }
 
@@ -370,7 +464,7 @@ impl Settle for Inner {
         {
             let mut st = self.lock();
             if let Some(item) = st.in_flight.remove(&tag_of(token)) {
-                st.ready.push_front(item);
+                st.put_back(item);
             }
         }
         self.wake.notify_waiters();
@@ -387,6 +481,85 @@ mod tests {
             Arc::new(MemoryQueue::new(opts)) as Arc<dyn Queue>
         })
         .await;
+    }
+
+    fn ids(batch: &[Delivery]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
+            .collect()
+    }
+
+    async fn publish_to(q: &MemoryQueue, room: &str, payload: &str) {
+        let room = RoomId::parse(room).unwrap();
+        q.publish(&room, payload.as_bytes().to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rooms_are_parallel_and_each_room_serial() {
+        let q = MemoryQueue::new(QueueOptions::default());
+        for (room, m) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
+            publish_to(&q, room, m).await;
+        }
+        let mut c1 = q.consumer().await.unwrap();
+        let mut c2 = q.consumer().await.unwrap();
+        let held = c1.receive(2).await.unwrap();
+        assert_eq!(ids(&held), ["a1", "a2"], "a room is taken whole");
+        let other = c2.receive(10).await.unwrap();
+        assert_eq!(ids(&other), ["b1"]);
+        publish_to(&q, "a", "a3").await;
+        assert!(c2.try_receive(10).is_empty(), "room a is held by c1");
+        let mut held = held.into_iter();
+        held.next().unwrap().ack().await.unwrap();
+        assert!(c2.try_receive(10).is_empty(), "a2 still holds room a");
+        held.next().unwrap().ack().await.unwrap();
+        assert_eq!(
+            ids(&c2.try_receive(10)),
+            ["a3"],
+            "released once all settled"
+        );
+        Delivery::ack_all(other).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handed_back_messages_keep_their_order() {
+        let q = MemoryQueue::new(QueueOptions::default());
+        for m in ["r1", "r2", "r3"] {
+            publish_to(&q, "r", m).await;
+        }
+        let mut c = q.consumer().await.unwrap();
+        let batch = c.receive(10).await.unwrap();
+        // A worker that died: its deliveries are dropped in any order.
+        for d in batch.into_iter().rev() {
+            drop(d);
+        }
+        let again = c.receive(10).await.unwrap();
+        assert_eq!(ids(&again), ["r1", "r2", "r3"]);
+        assert!(again.iter().all(|d| d.attempt == 2));
+    }
+
+    #[tokio::test]
+    async fn a_retry_holds_its_room_until_it_is_delivered_again() {
+        let q = MemoryQueue::new(QueueOptions::default());
+        for m in ["x1", "x2"] {
+            publish_to(&q, "x", m).await;
+        }
+        let mut c = q.consumer().await.unwrap();
+        let first = c.receive(1).await.unwrap().pop().unwrap();
+        first
+            .retry(Duration::from_millis(200), "test")
+            .await
+            .unwrap();
+        assert!(c.try_receive(10).is_empty(), "x2 waits behind x1's retry");
+        let again = c.receive(10).await.unwrap();
+        assert_eq!(ids(&again), ["x1", "x2"]);
+        assert_eq!(again[0].attempt, 2);
+        Delivery::ack_all(again).await.unwrap();
+        assert_eq!(q.depth(), 0);
+        assert!(
+            q.inner.lock().lanes.is_empty(),
+            "settled rooms leave no state"
+        );
     }
 
     #[tokio::test]
