@@ -103,15 +103,21 @@ where
 async fn contract_on(options: &'static str) {
     let made = Arc::new(Mutex::new(Vec::new()));
     let registry = made.clone();
-    let case = contract::run_all(move |opts| {
+    let make = move |opts| {
         let registry = registry.clone();
         async move {
             let q = connect(options, opts).await;
             registry.lock().unwrap().push(q.clone());
             q as Arc<dyn Queue>
         }
-    });
-    cleaning_up(made, case).await;
+    };
+    // Standard queues hand a room's messages to any consumer: no per-room order there
+    // (docs/architecture.md), so that one case is left out.
+    if options.contains("fifo=false") {
+        cleaning_up(made, contract::run_unordered(make)).await;
+    } else {
+        cleaning_up(made, contract::run_all(make)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +126,7 @@ async fn sqs_passes_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqs_standard_queues_pass_the_contract() {
+async fn sqs_standard_queues_pass_the_contract_but_per_room_order() {
     contract_on("?fifo=false").await;
 }
 

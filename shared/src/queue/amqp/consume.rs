@@ -9,7 +9,8 @@ use lapin::types::FieldTable;
 use lapin::{Channel, ConsumerDelegate};
 use std::future::Future;
 use std::pin::Pin;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc};
 
 /// A consumer on its own channel whose deliveries arrive, in order, on `rx`.
 pub(super) struct Subscribed {
@@ -29,6 +30,17 @@ impl Subscribed {
         queue: &str,
         prefetch: u16,
     ) -> Result<Self, QueueError> {
+        Self::start_with(session, channel, queue, prefetch, None).await
+    }
+
+    /// The same; `wake` is notified after each delivery that arrives.
+    pub(super) async fn start_with(
+        session: &Session,
+        channel: Channel,
+        queue: &str,
+        prefetch: u16,
+        wake: Option<Arc<Notify>>,
+    ) -> Result<Self, QueueError> {
         rpc(
             "setting the prefetch",
             channel.basic_qos(prefetch, BasicQosOptions::default()),
@@ -45,7 +57,7 @@ impl Subscribed {
         )
         .await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let forward = Forward(tx);
+        let forward = Forward { tx, wake };
         consumer.set_delegate(forward.clone());
         Ok(Self {
             generation: session.generation,
@@ -68,6 +80,12 @@ impl Subscribed {
     /// returning and the delegate being installed (it re-drains on every install).
     pub(super) fn redrain(&self) {
         self.consumer.set_delegate(self.forward.clone());
+    }
+
+    /// Closes its channel: the broker puts back every message it delivered here and not
+    /// settled, and removes the consumer, in one step.
+    pub(super) async fn close(self, reason: &str) {
+        let _ = rpc("closing a channel", self.channel.close(200, reason.into())).await;
     }
 }
 
@@ -95,7 +113,10 @@ impl Drop for Subscribed {
 /// spawned, so doing the work there could reorder deliveries. (A delegate rather than
 /// lapin's `Stream`, which would need `futures-core` as a dependency of this crate.)
 #[derive(Clone)]
-struct Forward(mpsc::UnboundedSender<DeliveryResult>);
+struct Forward {
+    tx: mpsc::UnboundedSender<DeliveryResult>,
+    wake: Option<Arc<Notify>>,
+}
 
 impl ConsumerDelegate for Forward {
     fn on_new_delivery(
@@ -103,7 +124,10 @@ impl ConsumerDelegate for Forward {
         delivery: DeliveryResult,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         // A closed receiver is a consumer that was dropped; its channel closes with it.
-        let _ = self.0.send(delivery);
+        let _ = self.tx.send(delivery);
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
         Box::pin(std::future::ready(()))
     }
 }

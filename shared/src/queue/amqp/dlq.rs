@@ -28,10 +28,14 @@ pub(super) async fn replay(link: &Link, filter: &DeadLetterFilter) -> Result<usi
         if !filter.matches(&m.delivery.data) {
             continue;
         }
+        // Back to the room's partition, so it is processed in line with the room.
+        let room = crate::Envelope::from_json(&m.delivery.data)
+            .map(|e| e.room.as_str().to_owned())
+            .unwrap_or_default();
         session
             .publish_confirmed(vec![Outgoing {
                 exchange: "",
-                routing_key: &link.names.ingest,
+                routing_key: link.names.ingest_of(&room),
                 payload: &m.delivery.data,
                 properties: json_properties(true),
                 mandatory: true,

@@ -1,11 +1,12 @@
-//! The ingest role on RabbitMQ: confirmed persistent publishes to the quorum work queue,
-//! batched consumers that survive reconnections, and settlement (ack, delayed retry
-//! through TTL'd retry queues, dead letters), always confirming a republish before
-//! acking the original so no message is ever lost.
+//! The ingest role on RabbitMQ: confirmed persistent publishes to the room's partition,
+//! batched consumers over the partitions they own that survive reconnections, and
+//! settlement (ack, delayed retry through TTL'd retry queues, dead letters), always
+//! confirming a republish before acking the original so no message is ever lost.
 
-use super::consume::Subscribed;
+use super::balance::{Partition, Partitions};
 use super::link::{Link, Outgoing, json_properties, rpc};
 use super::{header_string, header_u32};
+use crate::ids::RoomId;
 use crate::queue::{
     Consumer, DeadLetter, Delivery, QueueError, QueueOptions, Settle, Settled, Token,
 };
@@ -15,24 +16,27 @@ use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Failed attempts so far, set on every republish to a retry or dead-letter queue.
 const ATTEMPTS: &str = "x-courier-attempts";
 const REASON: &str = "x-courier-reason";
 /// Returns so far, set by quorum queues on redeliveries after a consumer died.
 const DELIVERY_COUNT: &str = "x-delivery-count";
-/// The trait does not pass the batch size; this covers batches up to 100 twice over.
+/// Per partition: the trait does not pass the batch size; this covers batches up to 100
+/// twice over.
 const PREFETCH: u16 = 200;
 
-pub(super) async fn publish(link: &Link, payload: &[u8]) -> Result<(), QueueError> {
+pub(super) async fn publish(link: &Link, room: &RoomId, payload: &[u8]) -> Result<(), QueueError> {
     let session = link.session()?;
     session
         .publish_confirmed(vec![Outgoing {
             exchange: "",
-            routing_key: &link.names.ingest,
+            routing_key: link.names.ingest_of(room.as_str()),
             payload,
             properties: json_properties(true),
             mandatory: true,
@@ -40,8 +44,17 @@ pub(super) async fn publish(link: &Link, payload: &[u8]) -> Result<(), QueueErro
         .await
 }
 
-/// Ready messages on the ingest queue (a passive declare, so also a cheap round trip).
+/// Ready messages on every ingest partition.
 pub(super) async fn ingest_depth(link: &Link) -> Result<u64, QueueError> {
+    let mut total = 0;
+    for n in 0..link.names.ingest.len() {
+        total += partition_depth(link, n).await?;
+    }
+    Ok(total)
+}
+
+/// Ready messages on partition `n` (a passive declare, so also a cheap round trip).
+pub(super) async fn partition_depth(link: &Link, n: usize) -> Result<u64, QueueError> {
     let session = link.session()?;
     let ch = session.admin().await?;
     let passive = QueueDeclareOptions {
@@ -51,7 +64,7 @@ pub(super) async fn ingest_depth(link: &Link) -> Result<u64, QueueError> {
     let queue = rpc(
         "inspecting the ingest queue",
         ch.queue_declare(
-            link.names.ingest.as_str().into(),
+            link.names.ingest[n].as_str().into(),
             passive,
             FieldTable::default(),
         ),
@@ -110,12 +123,14 @@ fn attempt_of(d: &lapin::message::Delivery) -> u32 {
     retried.saturating_add(returned).saturating_add(1)
 }
 
-/// A consumer of the ingest queue that re-opens itself on the current connection.
+/// A consumer of the ingest partitions (those the broker makes it active on), that
+/// subscribes again on the current connection after a loss.
 pub(super) struct AmqpConsumer {
-    link: Arc<Link>,
     wait: Duration,
     settle: Arc<dyn Settle>,
-    live: Option<Subscribed>,
+    parts: Partitions,
+    /// Which partition a batch starts with, so a busy one cannot starve the others.
+    turn: usize,
 }
 
 impl AmqpConsumer {
@@ -126,119 +141,104 @@ impl AmqpConsumer {
             runtime: tokio::runtime::Handle::current(),
         });
         let mut consumer = Self {
-            link,
             wait: opts.receive_wait,
             settle,
-            live: None,
+            parts: Partitions::new(link, PREFETCH),
+            turn: 0,
         };
-        consumer.live = Some(consumer.start().await?);
+        consumer.parts.balance().await?;
         Ok(consumer)
     }
 
-    async fn start(&self) -> Result<Subscribed, QueueError> {
-        let session = self.link.session()?;
-        let channel = session.channel().await?;
-        let queue = &self.link.names.ingest;
-        let sub = Subscribed::start(&session, channel, queue, PREFETCH).await?;
-        info!(%queue, generation = session.generation, "consuming the ingest queue");
-        Ok(sub)
-    }
-
-    /// The live consumer, re-opened when its channel or connection is gone.
-    async fn live(&mut self) -> Result<&mut Subscribed, QueueError> {
-        if !self.live.as_ref().is_some_and(|l| l.usable(&self.link)) {
-            // What it still holds was delivered on a dead channel: the broker redelivers it.
-            self.live = None;
-            self.live = Some(self.start().await?);
+    /// What the partitions have buffered, up to `max`.
+    fn drain(&mut self, max: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let total = self.parts.subs.len();
+        self.turn = self.turn.wrapping_add(1);
+        let now = Instant::now();
+        let mut ended = false;
+        for k in 0..total {
+            let Some(o) = self.parts.subs[(self.turn + k) % total].as_mut() else {
+                continue;
+            };
+            if o.ended {
+                continue;
+            }
+            o.sub.redrain();
+            while out.len() < max {
+                match o.sub.rx.try_recv() {
+                    Ok(Ok(Some(d))) => {
+                        o.last_delivery = Some(now);
+                        out.push(wrap(d, o, &self.settle));
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // The consumer ended: the next balance subscribes again.
+                    other => {
+                        let reason = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "cancelled or closed".into(),
+                        };
+                        warn!(queue = %o.queue, %reason, "an ingest partition's consumer ended");
+                        o.ended = true;
+                        ended = true;
+                        break;
+                    }
+                }
+            }
         }
-        self.live
-            .as_mut()
-            .ok_or_else(|| QueueError::Unavailable("no ingest consumer".into()))
+        if ended {
+            self.parts.check_soon();
+        }
+        out
     }
+}
 
-    fn wrap(&self, d: lapin::message::Delivery, channel: &Channel) -> Delivery {
-        let attempt = attempt_of(&d);
-        let ticket = Ticket {
-            acker: d.acker,
-            _channel: channel.clone(),
-        };
-        Delivery::new(d.data, attempt, Box::new(ticket), self.settle.clone())
-    }
+fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) -> Delivery {
+    let attempt = attempt_of(&d);
+    o.outstanding.fetch_add(1, Ordering::AcqRel);
+    let ticket = Ticket {
+        acker: d.acker,
+        _channel: o.sub.channel.clone(),
+        queue: o.queue.clone(),
+        _held: Held(o.outstanding.clone()),
+    };
+    Delivery::new(d.data, attempt, Box::new(ticket), settle.clone())
 }
 
 #[async_trait]
 impl Consumer for AmqpConsumer {
     async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let deadline = Instant::now() + self.wait;
-        let live = self.live().await?;
-        live.redrain();
-        let (raw, ended) = take(&mut live.rx, max.max(1), deadline).await;
-        let channel = live.channel.clone();
-        if let Some(reason) = &ended {
-            warn!(queue = %self.link.names.ingest, %reason, "the ingest consumer ended; re-opening it");
-            self.live = None;
+        loop {
+            if Instant::now() >= self.parts.due() {
+                self.parts.balance().await?;
+            }
+            let got = self.drain(max.max(1));
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
+                return Ok(got);
+            }
+            let until = deadline.min(self.parts.due());
+            let _ = tokio::time::timeout_at(until, self.parts.wake.notified()).await;
         }
-        if raw.is_empty()
-            && let Some(reason) = ended
-        {
-            return Err(QueueError::Unavailable(format!(
-                "ingest consumer: {reason}"
-            )));
-        }
-        Ok(raw.into_iter().map(|d| self.wrap(d, &channel)).collect())
     }
 
     fn try_receive(&mut self, max: usize) -> Vec<Delivery> {
-        let Some(live) = self.live.as_mut().filter(|l| l.usable(&self.link)) else {
+        if max == 0 {
             return Vec::new();
-        };
-        let mut raw = Vec::new();
-        let mut ended = false;
-        while raw.len() < max {
-            match live.rx.try_recv() {
-                Ok(Ok(Some(d))) => raw.push(d),
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                // The consumer ended: the next receive re-opens it and says why.
-                _ => {
-                    ended = true;
-                    break;
-                }
-            }
         }
-        let channel = live.channel.clone();
-        if ended {
-            warn!(queue = %self.link.names.ingest, "the ingest consumer ended; re-opening it");
-            self.live = None;
-        }
-        raw.into_iter().map(|d| self.wrap(d, &channel)).collect()
+        self.drain(max)
     }
 }
 
-/// Waits until `deadline` for a first delivery, then takes what is already there, up to
-/// `max`. The second value says why the consumer ended, when it did.
-async fn take(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<lapin::message::DeliveryResult>,
-    max: usize,
-    deadline: Instant,
-) -> (Vec<lapin::message::Delivery>, Option<String>) {
-    let mut out = Vec::new();
-    let Ok(mut next) = tokio::time::timeout_at(deadline, rx.recv()).await else {
-        return (out, None);
-    };
-    loop {
-        match next {
-            Some(Ok(Some(d))) => out.push(d),
-            Some(Ok(None)) => return (out, Some("cancelled by the broker".into())),
-            Some(Err(e)) => return (out, Some(e.to_string())),
-            None => return (out, Some("closed".into())),
-        }
-        if out.len() >= max {
-            return (out, None);
-        }
-        match rx.try_recv() {
-            Ok(r) => next = Some(r),
-            Err(_) => return (out, None),
-        }
+/// Counts a delivery as outstanding on its partition until it is settled or dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -247,6 +247,9 @@ async fn take(
 struct Ticket {
     acker: Acker,
     _channel: Channel,
+    /// The partition it came from, where its retries return.
+    queue: Arc<str>,
+    _held: Held,
 }
 
 struct Settler {
@@ -320,12 +323,12 @@ impl Settler {
         });
     }
 
-    async fn retry_queue(&self, delay: Duration) -> Result<String, QueueError> {
+    async fn retry_queue(&self, partition: &str, delay: Duration) -> Result<String, QueueError> {
         let session = self.link.session()?;
         let ms = u64::try_from(delay.as_millis())
             .unwrap_or(u64::MAX)
             .min(u32::MAX.into());
-        self.link.retry_queue(&session, ms).await
+        self.link.retry_queue(&session, partition, ms).await
     }
 }
 
@@ -367,7 +370,7 @@ impl Settle for Settler {
             return Ok(Settled::DeadLettered);
         }
         let t = ticket(token)?;
-        let queue = self.retry_queue(delay).await;
+        let queue = self.retry_queue(&t.queue, delay).await;
         self.move_to(t, queue, payload, courier_headers(attempt, reason))
             .await?;
         debug!(

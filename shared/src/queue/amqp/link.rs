@@ -50,7 +50,7 @@ pub(super) struct Session {
     conn: Connection,
     publisher: Mutex<Option<Channel>>,
     admin: Mutex<Option<Channel>>,
-    retry_declared: std::sync::Mutex<HashSet<u64>>,
+    retry_declared: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Link {
@@ -163,15 +163,22 @@ impl Link {
             ),
         )
         .await?;
-        let ch = self.declare_ingest(session, ch).await?;
+        let mut ch = ch;
+        for name in &self.names.ingest {
+            ch = self.declare_ingest(session, ch, name).await?;
+        }
         let _ = ch.close(200, "topology declared".into()).await;
         Ok(())
     }
 
-    async fn declare_ingest(&self, session: &Session, ch: Channel) -> Result<Channel, QueueError> {
-        let name = self.names.ingest.as_str();
+    async fn declare_ingest(
+        &self,
+        session: &Session,
+        ch: Channel,
+        name: &str,
+    ) -> Result<Channel, QueueError> {
         if !self.classic_ingest.load(Ordering::Relaxed) {
-            let mut args = FieldTable::default();
+            let mut args = single_active_consumer();
             args.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString("quorum".into()),
@@ -197,23 +204,24 @@ impl Link {
             ch.queue_declare(
                 name.into(),
                 QueueDeclareOptions::durable(),
-                FieldTable::default(),
+                single_active_consumer(),
             ),
         )
         .await?;
         Ok(ch)
     }
 
-    /// Declares the retry queue of `delay_ms` once per session and returns its name.
-    /// Expired messages are dead-lettered back onto the ingest queue; one TTL per queue
-    /// keeps expiry in FIFO order.
+    /// Declares the retry queue of `delay_ms` for the ingest `partition` once per session
+    /// and returns its name. Expired messages are dead-lettered back onto that partition;
+    /// one TTL per queue keeps expiry in FIFO order.
     pub(super) async fn retry_queue(
         &self,
         session: &Session,
+        partition: &str,
         delay_ms: u64,
     ) -> Result<String, QueueError> {
-        let name = self.names.retry(delay_ms);
-        if lock(&session.retry_declared).contains(&delay_ms) {
+        let name = self.names.retry(partition, delay_ms);
+        if lock(&session.retry_declared).contains(&name) {
             return Ok(name);
         }
         let mut args = FieldTable::default();
@@ -225,7 +233,7 @@ impl Link {
         );
         args.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.names.ingest.as_str().into()),
+            AMQPValue::LongString(partition.into()),
         );
         let ch = session.admin().await?;
         rpc(
@@ -233,7 +241,7 @@ impl Link {
             ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args),
         )
         .await?;
-        lock(&session.retry_declared).insert(delay_ms);
+        lock(&session.retry_declared).insert(name.clone());
         lock(&self.retry_queues).insert(name.clone());
         Ok(name)
     }
@@ -241,7 +249,9 @@ impl Link {
     pub(super) async fn destroy(&self) -> Result<(), QueueError> {
         let session = self.session()?;
         let ch = session.channel().await?;
-        let mut queues = vec![self.names.ingest.clone(), self.names.dead.clone()];
+        let mut queues = self.names.ingest.clone();
+        queues.push(self.names.consumers.clone());
+        queues.push(self.names.dead.clone());
         queues.extend(lock(&self.retry_queues).iter().cloned());
         for q in &queues {
             rpc(
@@ -262,6 +272,14 @@ impl Link {
         info!(prefix = %self.names.prefix, queues = queues.len(), "deleted the topology");
         Ok(())
     }
+}
+
+/// Ingest partitions deliver to one consumer at a time, whoever else subscribes: this
+/// is what makes a room serial. (Quorum queues ignore exclusive consumers.)
+fn single_active_consumer() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args
 }
 
 /// Watches the connection and replaces it when it drops; ends with the last `Link`.

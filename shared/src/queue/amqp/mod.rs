@@ -1,10 +1,13 @@
-//! The RabbitMQ backend of the queue abstraction: a quorum ingest queue with TTL'd retry
-//! queues and a dead-letter queue, and a topic exchange that fans processed messages out
-//! to one exclusive queue per gateway. Every name starts with `{prefix}.`.
+//! The RabbitMQ backend of the queue abstraction: the ingest queue partitioned by room
+//! into quorum queues, each consumed by one consumer at a time, with TTL'd retry queues
+//! and a dead-letter queue, and a topic exchange that fans processed messages out to one
+//! exclusive queue per gateway. Every name starts with `{prefix}.`.
 //!
 //! One connection per process, supervised in [`link`]; the ingest role is in [`ingest`],
-//! the delivery role in [`fanout`], the consumers both use in [`consume`].
+//! the partition ownership of its consumers in [`balance`], the delivery role in
+//! [`fanout`], the consumers both use in [`consume`].
 
+mod balance;
 mod consume;
 mod dlq;
 mod fanout;
@@ -24,6 +27,11 @@ use std::sync::Arc;
 /// The prefix used when `QUEUE_URL` has no `?prefix=`.
 pub const DEFAULT_PREFIX: &str = "courier";
 
+/// Ingest partitions when `QUEUE_URL` has no `?partitions=`: room-serial processing with
+/// up to this many consumer loops busy at once.
+pub const DEFAULT_PARTITIONS: u16 = 8;
+const MAX_PARTITIONS: u16 = 256;
+
 /// A RabbitMQ connection serving both queue roles.
 pub struct AmqpQueue {
     link: Arc<Link>,
@@ -35,11 +43,11 @@ impl AmqpQueue {
     /// topology. The first attempt is made here so a wrong URL fails the process at start;
     /// later losses are repaired in the background.
     pub async fn connect(url: &str, opts: &QueueOptions) -> Result<Self, QueueError> {
-        let (broker_url, prefix) = split_prefix(url)?;
+        let (broker_url, prefix, partitions) = split_options(url)?;
         let link = Link::connect(
             broker_url,
             crate::config::redact_url(url),
-            Names::new(prefix),
+            Names::new(prefix, partitions),
         )
         .await?;
         Ok(Self {
@@ -63,8 +71,8 @@ impl AmqpQueue {
 
 #[async_trait]
 impl Queue for AmqpQueue {
-    async fn publish(&self, _room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        ingest::publish(&self.link, &payload).await
+    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+        ingest::publish(&self.link, room, &payload).await
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
@@ -81,7 +89,7 @@ impl Queue for AmqpQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        ingest::ingest_depth(&self.link).await.map(|_| ())
+        ingest::partition_depth(&self.link, 0).await.map(|_| ())
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
@@ -105,23 +113,37 @@ impl Queue for AmqpQueue {
 #[derive(Clone, Debug)]
 struct Names {
     prefix: String,
-    ingest: String,
+    /// `{prefix}.ingest.{n}` for n in 0..partitions.
+    ingest: Vec<String>,
+    /// A queue that never holds a message: each ingest consumer subscribes to it, so its
+    /// consumer count is the number of live ingest consumers.
+    consumers: String,
     dead: String,
     delivery: String,
 }
 
 impl Names {
-    fn new(prefix: String) -> Self {
+    fn new(prefix: String, partitions: u16) -> Self {
         Self {
-            ingest: format!("{prefix}.ingest"),
+            ingest: (0..partitions)
+                .map(|n| format!("{prefix}.ingest.{n}"))
+                .collect(),
+            consumers: format!("{prefix}.ingest.consumers"),
             dead: format!("{prefix}.dead"),
             delivery: format!("{prefix}.delivery"),
             prefix,
         }
     }
 
-    fn retry(&self, delay_ms: u64) -> String {
-        format!("{}.retry.{delay_ms}", self.prefix)
+    /// The ingest partition that carries `room`'s messages.
+    fn ingest_of(&self, room: &str) -> &str {
+        &self.ingest[crate::queue::partition_of(room, self.ingest.len())]
+    }
+
+    /// The retry queue of one delay for one partition: expired messages go back to the
+    /// partition they came from, so a room's retries stay in its partition.
+    fn retry(&self, partition: &str, delay_ms: u64) -> String {
+        format!("{partition}.retry.{delay_ms}")
     }
 
     fn gateway(&self, gateway: &GatewayId) -> String {
@@ -129,33 +151,49 @@ impl Names {
     }
 }
 
-/// Splits our own `prefix` query parameter off the URL; lapin gets the rest untouched.
-fn split_prefix(url: &str) -> Result<(String, String), QueueError> {
+/// Splits our own `prefix` and `partitions` query parameters off the URL; lapin gets the
+/// rest untouched.
+fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, query),
         None => (url, ""),
     };
     let mut prefix = None;
+    let mut partitions = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.strip_prefix("prefix=") {
-            Some(p) => prefix = Some(p),
-            None => kept.push(pair),
+        if let Some(p) = pair.strip_prefix("prefix=") {
+            prefix = Some(p);
+        } else if let Some(n) = pair.strip_prefix("partitions=") {
+            partitions = Some(n);
+        } else {
+            kept.push(pair);
         }
     }
+    let bad = |reason: &str| QueueError::Unsupported {
+        url: crate::config::redact_url(url),
+        reason: reason.into(),
+    };
     let prefix = prefix.unwrap_or(DEFAULT_PREFIX);
     if !crate::ids::is_valid_name(prefix) {
-        return Err(QueueError::Unsupported {
-            url: crate::config::redact_url(url),
-            reason: "prefix must match [A-Za-z0-9_.:-]{1,64}".into(),
-        });
+        return Err(bad("prefix must match [A-Za-z0-9_.:-]{1,64}"));
     }
+    let partitions = match partitions {
+        None => DEFAULT_PARTITIONS,
+        Some(n) => n
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+            .ok_or_else(|| {
+                bad("partitions must be a number from 1 to 256, the same in every process")
+            })?,
+    };
     let broker_url = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((broker_url, prefix.to_owned()))
+    Ok((broker_url, prefix.to_owned(), partitions))
 }
 
 /// A broker failure as the callers see it: retry later.
@@ -194,17 +232,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_is_split_off_and_other_parameters_kept() {
-        let (url, prefix) = split_prefix("amqp://u:p@h:5672/%2f?heartbeat=10&prefix=ct-1").unwrap();
+    fn our_options_are_split_off_and_other_parameters_kept() {
+        let (url, prefix, partitions) =
+            split_options("amqp://u:p@h:5672/%2f?heartbeat=10&prefix=ct-1&partitions=3").unwrap();
         assert_eq!(url, "amqp://u:p@h:5672/%2f?heartbeat=10");
-        assert_eq!(prefix, "ct-1");
-        let (url, prefix) = split_prefix("amqp://h/v").unwrap();
+        assert_eq!((prefix.as_str(), partitions), ("ct-1", 3));
+        let (url, prefix, partitions) = split_options("amqp://h/v").unwrap();
         assert_eq!(
-            (url.as_str(), prefix.as_str()),
-            ("amqp://h/v", DEFAULT_PREFIX)
+            (url.as_str(), prefix.as_str(), partitions),
+            ("amqp://h/v", DEFAULT_PREFIX, DEFAULT_PARTITIONS)
         );
-        let err = split_prefix("amqp://u:secret@h/v?prefix=a b").unwrap_err();
+        let err = split_options("amqp://u:secret@h/v?prefix=a b").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+        for bad in ["0", "257", "x", ""] {
+            let err = split_options(&format!("amqp://h/v?partitions={bad}")).unwrap_err();
+            assert!(err.to_string().contains("partitions"), "{err}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_named_and_chosen_by_room() {
+        let names = Names::new("p".into(), 4);
+        assert_eq!(
+            names.ingest,
+            ["p.ingest.0", "p.ingest.1", "p.ingest.2", "p.ingest.3"]
+        );
+        assert_eq!(names.ingest_of("lobby"), names.ingest_of("lobby"));
+        assert_eq!(names.retry("p.ingest.2", 500), "p.ingest.2.retry.500");
     }
 
     #[test]
