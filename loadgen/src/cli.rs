@@ -88,9 +88,38 @@ pub struct RunArgs {
     /// missing then is reported as undelivered.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
-    /// Bytes of each message body.
-    #[arg(long, default_value_t = 64)]
-    pub body_bytes: usize,
+    /// Message bodies. The corpus is compiled into the binary: no file is read at run time.
+    #[arg(long, value_enum, default_value = "corpus")]
+    pub bodies: BodyMode,
+    /// With `--bodies fixed`: bytes of each message body (default 64).
+    #[arg(long)]
+    pub body_bytes: Option<usize>,
+    /// With `--bodies corpus`: seed of the draw. With the same seed, connection i sends the
+    /// same bodies in the same order in every run.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// What the message bodies of `loadgen run` are.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BodyMode {
+    /// A realistic mix drawn from loadgen/corpus.txt: mostly short (10-80 bytes), a tail
+    /// up to 400; English, German, French, Spanish, Portuguese, Russian, Chinese,
+    /// Japanese, Arabic, Hindi and more; prices, times, phone and order numbers, dates,
+    /// emoji (ZWJ sequences, flags), links, @mentions, #hashtags, code in backticks.
+    Corpus,
+    /// The same English sentence in every message, `--body-bytes` long (the bodies of
+    /// the results measured before the corpus existed).
+    Fixed,
+}
+
+impl BodyMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyMode::Corpus => "corpus",
+            BodyMode::Fixed => "fixed",
+        }
+    }
 }
 
 #[derive(Args, Clone)]

@@ -1,12 +1,15 @@
 //! `loadgen`: drives courier (or a peer) with many WebSocket clients and reports latency,
 //! throughput, loss and the server's CPU and memory. See docs/benchmarks.md.
 
+mod bodies;
 mod cli;
 mod client;
+mod corpus;
 mod idle;
 mod procstat;
 mod reference;
 mod report;
+mod rng;
 mod run;
 mod stats;
 

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -38,6 +39,13 @@ pub async fn serve(bind: SocketAddr) -> anyhow::Result<()> {
         .with_state(Arc::new(Hub::default()));
     let listener = tokio::net::TcpListener::bind(bind).await?;
     println!("listening on {}", listener.local_addr()?);
+    // TCP_NODELAY on every accepted socket: a frame goes out at once instead of waiting
+    // for the ACK of the previous one (Nagle), which would add to the latency measured.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            eprintln!("TCP_NODELAY not set on an accepted connection: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -19,10 +19,23 @@ fn percentiles(h: &Histogram<u64>) -> Value {
 }
 
 pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f64, drain_s: f64) {
+    let result = run_json(args, s, procs, machine_busy, drain_s);
+    print_run(args, s, procs, &result);
+    println!("RESULT {result}");
+}
+
+fn run_json(
+    args: &RunArgs,
+    s: &ConnStats,
+    procs: &[ProcReport],
+    machine_busy: f64,
+    drain_s: f64,
+) -> Value {
     let t = &args.target;
     let server_cpu: f64 = procs.iter().map(|p| p.cpu_s).sum();
     let deliveries_per_sec = s.received_in_window as f64 / args.duration;
-    let result = json!({
+    let body_bytes_mean = s.body_bytes as f64 / s.sent.max(1) as f64;
+    json!({
         "label": t.label,
         "protocol": format!("{:?}", t.protocol).to_lowercase(),
         "mode": if args.rate.is_some() { "rate" } else { "closed" },
@@ -31,6 +44,8 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         "rate": args.rate,
         "window": args.window,
         "duration_s": args.duration,
+        "bodies": args.bodies.name(),
+        "body_bytes_mean": (body_bytes_mean * 10.0).round() / 10.0,
         "sent": s.sent,
         "sent_per_sec": s.sent as f64 / (args.warmup + args.duration),
         "acked": s.acked,
@@ -54,25 +69,33 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         "server_peak_rss_kib": procs.iter().map(|p| p.peak_rss_kib).sum::<u64>(),
         "machine_busy": machine_busy,
         "processes": procs,
-    });
-    let lat = &result["latency_ms"];
-    let ack = &result["ack_latency_ms"];
+    })
+}
+
+/// The table for people; the numbers are those of `result`.
+fn print_run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], result: &Value) {
+    let t = &args.target;
+    let (lat, ack) = (&result["latency_ms"], &result["ack_latency_ms"]);
+    let load = match args.rate {
+        Some(r) => format!(
+            "{r} msgs/s for {} s after {} s warm-up",
+            args.duration, args.warmup
+        ),
+        None => format!(
+            "closed loop, window {}, {} s after {} s warm-up",
+            args.window, args.duration, args.warmup
+        ),
+    };
     println!("{:<28} {}", "run", t.label);
     println!(
-        "{:<28} {} conns, {} rooms, {}",
-        "load",
-        t.conns,
-        t.rooms,
-        match args.rate {
-            Some(r) => format!(
-                "{r} msgs/s for {} s after {} s warm-up",
-                args.duration, args.warmup
-            ),
-            None => format!(
-                "closed loop, window {}, {} s after {} s warm-up",
-                args.window, args.duration, args.warmup
-            ),
-        }
+        "{:<28} {} conns, {} rooms, {load}",
+        "load", t.conns, t.rooms
+    );
+    println!(
+        "{:<28} {}, mean {} bytes",
+        "bodies",
+        args.bodies.name(),
+        result["body_bytes_mean"]
     );
     println!(
         "{:<28} {} sent, {} acked, {} errors {:?}",
@@ -84,7 +107,7 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         s.received,
         s.expected,
         result["undelivered"],
-        drain_s,
+        result["drain_s"].as_f64().unwrap_or(0.0),
         s.duplicates,
         s.gaps,
         s.disconnects
@@ -107,13 +130,18 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
         "{:<28} p50 {} p90 {} p99 {} p999 {} max {}",
         "ack latency ms", ack["p50"], ack["p90"], ack["p99"], ack["p999"], ack["max"]
     );
+    print_cpu(args, procs, result);
+}
+
+fn print_cpu(args: &RunArgs, procs: &[ProcReport], result: &Value) {
+    let server_cpu = result["server_cpu_s"].as_f64().unwrap_or(0.0);
     println!(
         "{:<28} {:.2} s ({:.2} cores), {:.2} µs per delivery; machine {:.0}% busy",
         "server CPU",
         server_cpu,
         server_cpu / args.duration,
         result["server_cpu_us_per_delivery"].as_f64().unwrap_or(0.0),
-        machine_busy * 100.0
+        result["machine_busy"].as_f64().unwrap_or(0.0) * 100.0
     );
     for p in procs {
         println!(
@@ -121,7 +149,6 @@ pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f6
             "", p.name, p.pid, p.cpu_s, p.rss_kib, p.peak_rss_kib
         );
     }
-    println!("RESULT {result}");
 }
 
 pub fn idle(args: &IdleArgs, before_kib: u64, after_kib: u64, procs: &[ProcReport]) {

@@ -1,9 +1,11 @@
 //! W1 and W2: connect, drive load for warm-up plus duration, drain, report.
 
-use crate::cli::{Protocol, RunArgs, Target};
+use crate::bodies::Bodies;
+use crate::cli::{BodyMode, Protocol, RunArgs, Target};
 use crate::client::{self, Incoming, Ws};
 use crate::procstat;
 use crate::report;
+use crate::rng::Rng;
 use crate::stats::{ConnStats, decode_id, encode_id};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -24,7 +26,9 @@ pub struct Plan {
     pub drain_end: Instant,
     pub rate: Option<f64>,
     pub window: usize,
-    pub body: String,
+    pub bodies: Bodies,
+    /// Seeds each connection's draw of bodies.
+    pub seed: u64,
     pub target: Target,
 }
 
@@ -42,7 +46,11 @@ pub struct Totals {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.bodies == BodyMode::Corpus && args.body_bytes.is_some() {
+        anyhow::bail!("--body-bytes needs --bodies fixed: the corpus has its own lengths");
+    }
     let procs = procstat::parse(&args.target.pids)?;
+    let bodies = Bodies::new(args.bodies, args.body_bytes.unwrap_or(64), args.seed);
     let origin = Instant::now();
     let conns = connect_all(&args.target, 16 * 1024).await?;
     let start = Instant::now() + Duration::from_millis(500);
@@ -57,7 +65,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         drain_end: send_end + Duration::from_secs_f64(args.drain),
         rate: args.rate,
         window: args.window.max(1),
-        body: body(args.body_bytes),
+        bodies,
+        seed: args.seed,
         target: args.target.clone(),
     });
     let totals = Arc::new(Totals::default());
@@ -103,16 +112,6 @@ fn run_tag() -> u32 {
     nanos ^ std::process::id().rotate_left(16)
 }
 
-/// A message body of `n` bytes that exercises every enrichment stage.
-fn body(n: usize) -> String {
-    let mut b = String::from("hello @bench see https://example.org/x #load ");
-    while b.len() < n {
-        b.push_str("the quick brown fox jumps over the lazy dog ");
-    }
-    b.truncate(n.max(1));
-    b.trim_end().to_string()
-}
-
 /// Opens every connection, a bounded number at a time.
 pub async fn connect_all(t: &Target, read_buffer: usize) -> anyhow::Result<Vec<Ws>> {
     let began = Instant::now();
@@ -146,6 +145,8 @@ struct Driver {
     room: String,
     members: u64,
     n: u64,
+    /// Draws this connection's bodies, the same ones in every run with the same seed.
+    rng: Rng,
     st: ConnStats,
     plan: Arc<Plan>,
     totals: Arc<Totals>,
@@ -184,6 +185,7 @@ async fn drive(
         room: format!("bench-{}", i % t.rooms),
         members: t.members(i),
         n: 0,
+        rng: Rng::new(plan.seed, i as u64),
         st: ConnStats::new(t.protocol == Protocol::Socketio),
         plan: plan.clone(),
         totals,
@@ -231,7 +233,9 @@ impl Driver {
         self.st.sent += 1;
         self.st.expected += self.members;
         self.totals.expected.fetch_add(self.members, Relaxed);
-        let frame = client::send_frame(self.plan.target.protocol, &self.room, &id, &self.plan.body);
+        let body = self.plan.bodies.pick(&mut self.rng);
+        self.st.body_bytes += body.bytes as u64;
+        let frame = client::send_frame(self.plan.target.protocol, &self.room, &id, &body.json);
         self.ws.send(frame).await?;
         Ok(())
     }

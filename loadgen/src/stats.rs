@@ -30,6 +30,8 @@ pub fn decode_id(run: u32, id: &str) -> Option<(usize, u64, u64)> {
 
 pub struct ConnStats {
     pub sent: u64,
+    /// Bytes of the bodies sent (their UTF-8 text, before JSON escaping).
+    pub body_bytes: u64,
     pub acked: u64,
     pub errors: u64,
     pub error_codes: Vec<String>,
@@ -58,6 +60,7 @@ impl ConnStats {
     pub fn new(track_ids: bool) -> Self {
         Self {
             sent: 0,
+            body_bytes: 0,
             acked: 0,
             errors: 0,
             error_codes: Vec::new(),
@@ -112,6 +115,7 @@ impl ConnStats {
 
     pub fn merge(&mut self, o: ConnStats) {
         self.sent += o.sent;
+        self.body_bytes += o.body_bytes;
         self.acked += o.acked;
         self.errors += o.errors;
         if self.error_codes.len() < 5 {
