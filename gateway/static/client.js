@@ -266,7 +266,7 @@ export class CourierClient {
       p.reject = reject;
     });
     this._pending.set(id, p);
-    if (r.joined) this._transmit(p);
+    if (r.joined) this._pump(room);
     return p.promise;
   }
 
@@ -534,7 +534,7 @@ export class CourierClient {
     r.highest = Math.max(r.highest, head);
     this._settleJoin(r, null, { room: r.name, head });
     this._emit('joined', { room: r.name, head, resumed, truncated: !!f.truncated });
-    for (const p of this._pending.values()) if (p.room === r.name && !p.inFlight && p.timer === null) this._transmit(p);
+    this._pump(r.name);
     // A truncated replay starts above the last delivered seq: the fill pages the rest.
     if (f.truncated && head > r.last) this._fill(r);
   }
@@ -626,7 +626,7 @@ export class CourierClient {
         p.timer = this._setTimeout(() => {
           p.timer = null;
           const r = this._rooms.get(p.room);
-          if (this._pending.get(p.id) === p && r && r.joined) this._transmit(p);
+          if (this._pending.get(p.id) === p && r && r.joined) this._pump(p.room);
         }, this._backoff(p.attempt));
       } else {
         this._settle(p, err);
@@ -668,6 +668,20 @@ export class CourierClient {
       }
       this._requests.set(ref, { resolve, reject, kind, room, cmd, retries, attempt: 0, timer: null });
     });
+  }
+
+  /**
+   * Transmits `room`'s pending sends in the order they were made. One waiting out a
+   * backoff holds back the later ones: the gateway stores a connection's sends in the
+   * order it receives them, so the room shows them as they were typed.
+   */
+  _pump(room) {
+    for (const p of this._pending.values()) {
+      if (p.room !== room || p.inFlight) continue;
+      if (p.timer !== null) return;
+      this._transmit(p);
+      if (!p.inFlight) return; // the socket is gone: the rejoin pumps again
+    }
   }
 
   _transmit(p) {

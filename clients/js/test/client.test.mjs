@@ -364,6 +364,40 @@ test('unavailable and rate_limited are retried with backoff and the same id; oth
   assert.deepEqual(t.client.pending(), []);
 });
 
+test('a send waiting out a backoff holds back the later sends of its room, so typed order is kept', async () => {
+  const t = setup({ minDelay: 100 });
+  const ws = await joined(t, 'lobby', 0);
+  const done = [];
+  const sent = ['a-1', 'a-2'].map((id) => t.client.send('lobby', id, { id }).then(() => done.push(id)));
+  assert.deepEqual(ws.take('send').map((s) => s.id), ['a-1', 'a-2']);
+  // a-1 is refused for now; a-2 was already on its way and is refused too.
+  ws.push({ type: 'error', code: 'rate_limited', message: 'slow down', id: 'a-1' });
+  const later = t.client.send('lobby', 'a-3', { id: 'a-3' }).then(() => done.push('a-3'));
+  assert.deepEqual(ws.take('send'), [], 'a-3 waits behind a-1');
+  ws.push({ type: 'error', code: 'rate_limited', message: 'slow down', id: 'a-2' });
+  await t.clock.advance(100);
+  assert.deepEqual(ws.take('send').map((s) => s.id), ['a-1', 'a-2', 'a-3'], 'sent again in typed order');
+  for (const id of ['a-1', 'a-2', 'a-3']) ws.push({ type: 'ack', room: 'lobby', id });
+  await Promise.all([...sent, later]);
+  assert.deepEqual(done, ['a-1', 'a-2', 'a-3']);
+});
+
+test('sends typed while offline go out in typed order, behind one still backing off', async () => {
+  const t = setup({ minDelay: 100 });
+  const ws = await joined(t, 'lobby', 0);
+  t.client.send('lobby', 'one', { id: 'o-1' });
+  ws.take('send');
+  ws.push({ type: 'error', code: 'unavailable', message: 'queue down', id: 'o-1' });
+  ws.drop(1012);
+  for (const id of ['o-2', 'o-3', 'o-4']) t.client.send('lobby', id, { id });
+  await t.clock.advance(0);
+  const ws2 = t.last();
+  ws2.accept();
+  const [join] = ws2.take('join');
+  ws2.push({ type: 'joined', room: 'lobby', head: 0, ref: join.ref });
+  assert.deepEqual(ws2.take('send').map((s) => s.id), ['o-1', 'o-2', 'o-3', 'o-4']);
+});
+
 test('refuses bad sends locally, and bounds the pending sends', async () => {
   const t = setup({ maxPending: 2 });
   await assert.rejects(t.client.send('nowhere', 'x'), { code: 'not_joined' });
