@@ -7,7 +7,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, clap::Args)]
 pub struct BackendConfig {
     /// Queue: `memory` (in-process; the gateway then runs embedded workers),
-    /// `amqp://user:pass@host:port/vhost[?prefix=NAME]`, or
+    /// `amqp://user:pass@host:port/vhost[?prefix=NAME&partitions=N]` (N ingest partitions,
+    /// default 8, the same in every process), or
     /// `sqs://[PREFIX][?fifo=false&create=false&visibility=SECS&gateway_ttl=SECS]` (region,
     /// credentials and endpoint from the AWS standard chain: AWS_REGION, AWS_ENDPOINT_URL…).
     #[arg(long, env = "QUEUE_URL", default_value = "memory")]
