@@ -27,8 +27,10 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// Socket buffer sizes: tungstenite's defaults cost 128 KiB per connection. The read
 /// buffer is allocated up front for every connection, idle or not; commands are small,
 /// and a larger frame (up to `MAX_FRAME`) is still read whole, in more than one read.
+/// Frames written while more are queued for the same client collect in the write buffer
+/// and leave in one socket write when the queue is empty (or this much has piled up).
 const READ_BUFFER: usize = 1024;
-const WRITE_BUFFER: usize = 0;
+const WRITE_BUFFER: usize = 8 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
 #[derive(Deserialize)]

@@ -58,6 +58,8 @@ pub struct Writer<'a, S> {
     /// Gateway receipt to the write of a live message (looked up once, not per frame).
     latency: metrics::Histogram,
     bytes_out: metrics::Counter,
+    /// Frames fed since the last flush.
+    unflushed: bool,
 }
 
 impl<'a, S> Writer<'a, S>
@@ -73,6 +75,7 @@ where
             max_early,
             latency: metrics::histogram!("courier_delivery_latency_seconds"),
             bytes_out: metrics::counter!("courier_bytes_out_total"),
+            unflushed: false,
         }
     }
 
@@ -102,6 +105,13 @@ where
             if rx.is_empty()
                 && self.lagging.swap(false, Ordering::Relaxed)
                 && let Err(exit) = Box::pin(self.resync()).await
+            {
+                return exit;
+            }
+            // Frames are fed, not flushed, one by one: a burst for this client goes out
+            // in one socket write once nothing more is waiting.
+            if rx.is_empty()
+                && let Err(exit) = self.flush().await
             {
                 return exit;
             }
@@ -288,32 +298,51 @@ where
         self.write(Message::Text(frame)).await
     }
 
-    /// Writes one frame. A write the socket does not take while the connection lags means
-    /// the client stopped reading: give up on it with 1008 (the close frame then queues
-    /// behind the frame in flight).
+    /// Queues one frame in the write buffer (written out when it fills, or at `flush`).
     async fn write(&mut self, msg: Message) -> Result<(), WriterExit> {
-        let mut send = std::pin::pin!(self.sink.send(msg));
-        // Most writes complete at once: try before arming any timer (two timers per frame
-        // were a measurable share of the fan-out's CPU).
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-        if let std::task::Poll::Ready(r) = first {
-            return r.map_err(|_| WriterExit::Broken);
+        self.unflushed = true;
+        let feed = self.sink.feed(msg);
+        drive(feed, &self.lagging).await
+    }
+
+    /// Writes out what was fed, if anything.
+    async fn flush(&mut self) -> Result<(), WriterExit> {
+        if !std::mem::take(&mut self.unflushed) {
+            return Ok(());
         }
-        let send = tokio::time::timeout(WRITE_TIMEOUT, send);
-        tokio::pin!(send);
-        loop {
-            tokio::select! {
-                biased;
-                r = &mut send => {
-                    return match r {
-                        Ok(Ok(())) => Ok(()),
-                        _ => Err(WriterExit::Broken),
-                    };
-                }
-                _ = tokio::time::sleep(BLOCKED_CHECK) => {
-                    if self.lagging.load(Ordering::Relaxed) {
-                        return Err(slow_consumer());
-                    }
+        let flush = self.sink.flush();
+        drive(flush, &self.lagging).await
+    }
+}
+
+/// Completes a socket write. A write the socket does not take while the connection lags
+/// means the client stopped reading: give up on it with 1008 (the close frame then queues
+/// behind the frame in flight).
+async fn drive<F>(write: F, lagging: &AtomicBool) -> Result<(), WriterExit>
+where
+    F: std::future::Future<Output = Result<(), axum::Error>>,
+{
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once: try before arming any timer (two timers per frame
+    // were a measurable share of the fan-out's CPU).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(r) = first {
+        return r.map_err(|_| WriterExit::Broken);
+    }
+    let write = tokio::time::timeout(WRITE_TIMEOUT, write);
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut write => {
+                return match r {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(WriterExit::Broken),
+                };
+            }
+            _ = tokio::time::sleep(BLOCKED_CHECK) => {
+                if lagging.load(Ordering::Relaxed) {
+                    return Err(slow_consumer());
                 }
             }
         }
