@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use hub::Hub;
 use shared::GatewayId;
-use shared::queue::{self, FeedEvent, Queue};
+use shared::queue::{self, FeedEvent, Queue, QueueUrl};
 use shared::shutdown::{self as sd, Shutdown};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,7 +47,7 @@ pub async fn run(
     let gateway = GatewayId::generate();
 
     let (workers_stop, workers_sd) = sd::channel();
-    let workers = url.is_memory().then(|| {
+    let workers = url.is_embedded().then(|| {
         let w = Worker::new(queue.clone(), store.clone(), config.worker.clone());
         tokio::spawn(w.run(workers_sd))
     });
@@ -92,7 +92,7 @@ pub async fn run(
             async move { s.fired().await }
         })
         .await;
-    drain(&app, queue.as_ref(), workers.is_some()).await;
+    drain(&app, queue.as_ref(), url == QueueUrl::Memory).await;
     workers_stop.fire();
     if let Some(w) = workers {
         match w.await {
@@ -156,12 +156,14 @@ async fn deliver(
 
 /// Waits for clients to be closed, then (embedded topology) for the in-memory queue to
 /// empty, so nothing acked is left unprocessed; bounded by `DRAIN_SECS`.
-async fn drain(app: &App, queue: &dyn Queue, embedded: bool) {
+/// Waits for clients to leave; with the volatile queue, also for it to empty (a durable
+/// queue keeps what is left for the next start).
+async fn drain(app: &App, queue: &dyn Queue, volatile: bool) {
     let deadline = Instant::now() + app.config.limits.drain();
     while app.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if !embedded {
+    if !volatile {
         return;
     }
     loop {
@@ -172,7 +174,7 @@ async fn drain(app: &App, queue: &dyn Queue, embedded: bool) {
         if Instant::now() >= deadline {
             tracing::error!(
                 backlog,
-                "stopping with messages still on the in-memory queue; they are lost (use a durable queue to avoid this)"
+                "stopping with messages still on the in-memory queue; they are lost (QUEUE_URL=sqlite://PATH keeps them)"
             );
             return;
         }

@@ -6,12 +6,14 @@ use std::time::Duration;
 /// Where the queue and the store are, and how the queue behaves.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BackendConfig {
-    /// Queue: `memory` (in-process; the gateway then runs embedded workers),
+    /// Queue: `sqlite://PATH[?sync=full]` (in-process and durable: every acked message is
+    /// in the file until it is stored; the gateway then runs embedded workers), `memory`
+    /// (in-process and volatile: lost with the process; tests and benchmarks),
     /// `amqp://user:pass@host:port/vhost[?prefix=NAME&partitions=N]` (N ingest partitions,
     /// default 8, the same in every process), or
     /// `sqs://[PREFIX][?fifo=false&create=false&visibility=SECS&gateway_ttl=SECS]` (region,
     /// credentials and endpoint from the AWS standard chain: AWS_REGION, AWS_ENDPOINT_URL…).
-    #[arg(long, env = "QUEUE_URL", default_value = "memory")]
+    #[arg(long, env = "QUEUE_URL", default_value = "sqlite://data/queue.db")]
     pub queue_url: String,
 
     /// Store: `sqlite://PATH` (created if missing) or `postgres://...`.
@@ -120,6 +122,28 @@ mod tests {
         assert_eq!(
             config("memory", false).queue_url().unwrap(),
             QueueUrl::Memory
+        );
+        assert_eq!(
+            config("sqlite://data/queue.db", false).queue_url().unwrap(),
+            QueueUrl::Sqlite {
+                path: "data/queue.db".into(),
+                sync_full: false
+            }
+        );
+        assert_eq!(
+            config("sqlite:///var/lib/courier/q.db?sync=full", false)
+                .queue_url()
+                .unwrap(),
+            QueueUrl::Sqlite {
+                path: "/var/lib/courier/q.db".into(),
+                sync_full: true
+            }
+        );
+        assert!(config("sqlite://", false).queue_url().is_err());
+        assert!(
+            config("sqlite://q.db?sync=maybe", false)
+                .queue_url()
+                .is_err()
         );
     }
 

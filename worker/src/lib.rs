@@ -28,8 +28,20 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
                 .into(),
         ));
     }
+    let dlq = config
+        .command
+        .as_ref()
+        .map(|WorkerCommand::Dlq { action }| action);
+    if url.is_embedded() && dlq.is_none() {
+        return Err(Error::Config(
+            "QUEUE_URL=sqlite://… is the gateway's embedded queue: the gateway runs its \
+             workers itself (worker dlq … works on it); point both at amqp:// or sqs:// \
+             to run workers apart"
+                .into(),
+        ));
+    }
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
-    if let Some(WorkerCommand::Dlq { action }) = &config.command {
+    if let Some(action) = dlq {
         return dlq::run(queue.as_ref(), action, &mut std::io::stdout()).await;
     }
     let store = Store::connect(

@@ -1,6 +1,10 @@
-//! The in-process queue: the embedded topology's broker, and the reference
+//! The embedded queue: in process, scheduled by room lanes ([`super::lanes`]), either
+//! volatile (`QUEUE_URL=memory`) or durable (`QUEUE_URL=sqlite://PATH`, every message
+//! kept in a [`Journal`] from its publish until it is settled). It is also the reference
 //! implementation the contract tests hold every other backend to.
 
+use super::journal::Journal;
+use super::lanes::{DeadItem, Item, State};
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Delivery, FeedEvent, Queue, QueueError, QueueOptions,
     RoomBinding, Settle, Settled, Subscription, Token,
@@ -8,19 +12,17 @@ use super::{
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
 use async_trait::async_trait;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+/// How often the owner of a durable queue looks for replays other processes asked for.
+const REPLAY_POLL: Duration = Duration::from_secs(1);
+
 /// An in-process broker with the same settlement rules as the real ones.
-///
-/// Like a FIFO queue's message groups, a room is handed to one consumer at a time: while
-/// any message of a room is in flight or waiting for its retry, no consumer gets that
-/// room's later messages. Rooms stay parallel, and each room is stored in publish order
-/// whatever the number of workers.
 pub struct MemoryQueue {
     inner: Arc<Inner>,
 }
@@ -30,46 +32,8 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     subscribers: Mutex<Vec<Subscriber>>,
-}
-
-#[derive(Default)]
-struct State {
-    /// Rooms with ready messages and none held, in the order they became available.
-    /// A room is here exactly when its lane has ready messages and holds none.
-    available: VecDeque<RoomId>,
-    lanes: HashMap<RoomId, Lane>,
-    /// Retries waiting for their delay, earliest first.
-    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
-    delayed_items: HashMap<u64, Item>,
-    in_flight: HashMap<u64, Item>,
-    dead: VecDeque<DeadItem>,
-    /// Ready, delayed and in flight: what the capacity bounds.
-    depth: usize,
-    next_tag: u64,
-    next_order: u64,
-}
-
-/// One room's messages.
-#[derive(Default)]
-struct Lane {
-    /// Waiting to be handed out, in publish order.
-    ready: VecDeque<Item>,
-    /// In flight or waiting for a retry: while non-zero, the room is held.
-    held: usize,
-}
-
-struct Item {
-    room: RoomId,
-    /// Publish order, so a message handed back takes its place again.
-    order: u64,
-    payload: Vec<u8>,
-    /// Deliveries so far.
-    attempts: u32,
-}
-
-struct DeadItem {
-    room: RoomId,
-    letter: DeadLetter,
+    /// The durable queue's file; `None` for the volatile one.
+    journal: Option<Journal>,
 }
 
 struct Subscriber {
@@ -78,15 +42,63 @@ struct Subscriber {
 }
 
 impl MemoryQueue {
+    /// The volatile queue: whatever it holds is lost with the process.
     pub fn new(opts: QueueOptions) -> Self {
+        Self::with_journal(opts, None)
+    }
+
+    fn with_journal(opts: QueueOptions, journal: Option<Journal>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 opts,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 subscribers: Mutex::new(Vec::new()),
+                journal,
             }),
         }
+    }
+
+    /// The durable queue in the SQLite file at `path`: what it still holds from before
+    /// (a crash, a stop) is delivered again first, in publish order. When another process
+    /// owns the file (a running gateway), this handle only serves the dead-letter
+    /// commands.
+    pub async fn open_durable(
+        path: &Path,
+        sync_full: bool,
+        opts: QueueOptions,
+    ) -> Result<Self, QueueError> {
+        let journal = Journal::open(path, sync_full).await?;
+        let owner = journal.is_owner();
+        let rows = if owner {
+            journal.load().await?
+        } else {
+            Vec::new()
+        };
+        let queue = Self::with_journal(opts, Some(journal));
+        {
+            let mut st = queue.inner.lock();
+            let now_ms = crate::Timestamp::now().as_millis();
+            let now = Instant::now();
+            for row in rows {
+                let wait = u64::try_from(row.available_at - now_ms).unwrap_or(0);
+                let due = (wait > 0).then(|| now + Duration::from_millis(wait));
+                let item = Item {
+                    room: row.room,
+                    order: row.id,
+                    payload: row.payload,
+                    attempts: row.attempts,
+                };
+                st.restore(item, due);
+            }
+            if st.depth > 0 {
+                tracing::info!(messages = st.depth, path = %path.display(), "delivering again what the queue file still holds");
+            }
+        }
+        if owner {
+            tokio::spawn(serve_replay_requests(Arc::downgrade(&queue.inner)));
+        }
+        Ok(queue)
     }
 
     /// Messages waiting or in flight (the backlog an autoscaler would read).
@@ -102,9 +114,24 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn full(&self, depth: usize) -> QueueError {
+        let kind = if self.journal.is_some() {
+            "queue"
+        } else {
+            "in-memory queue"
+        };
+        QueueError::Unavailable(format!(
+            "{kind} is full ({depth} messages, MEMORY_QUEUE_CAPACITY); workers are behind"
+        ))
+    }
+
+    /// The owner's journal, or why there is none.
+    fn owner(&self) -> Option<&Journal> {
+        self.journal.as_ref().filter(|j| j.is_owner())
+    }
+
     fn push_dead(&self, st: &mut State, item: Item, reason: &str) {
         st.release(&item.room);
-        st.depth -= 1;
         if st.dead.len() >= self.opts.memory_capacity {
             let evicted = st.dead.pop_front();
             tracing::error!(
@@ -122,106 +149,78 @@ impl Inner {
             },
         });
     }
+
+    /// Moves the selected dead letters of the journal back onto the queue.
+    async fn unbury(
+        &self,
+        journal: &Journal,
+        filter: Option<&DeadLetterFilter>,
+    ) -> Result<usize, QueueError> {
+        let dead = journal.dead_to_replay(filter).await?;
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<_> = {
+            let mut st = self.lock();
+            dead.into_iter()
+                .map(|(dead_id, room, payload)| (dead_id, st.next_order(), room, payload))
+                .collect()
+        };
+        journal.unbury(rows.clone()).await?;
+        let n = rows.len();
+        {
+            let mut st = self.lock();
+            for (_, order, room, payload) in rows {
+                st.depth += 1;
+                st.insert(Item {
+                    room,
+                    order,
+                    payload,
+                    attempts: 0,
+                });
+            }
+        }
+        self.wake.notify_waiters();
+        Ok(n)
+    }
 }
 
-impl State {
-    /// Queues a new message at the end of its room's lane.
-    fn push_new(&mut self, room: RoomId, payload: Vec<u8>) {
-        let order = self.next_order;
-        self.next_order += 1;
-        self.depth += 1;
-        let lane = self.lanes.entry(room.clone()).or_default();
-        lane.ready.push_back(Item {
-            room: room.clone(),
-            order,
-            payload,
-            attempts: 0,
-        });
-        if lane.held == 0 && lane.ready.len() == 1 {
-            self.available.push_back(room);
-        }
-    }
-
-    /// A held message is ready again: it takes its place in publish order.
-    fn put_back(&mut self, item: Item) {
-        let room = item.room.clone();
-        let lane = self.lanes.entry(room.clone()).or_default();
-        lane.held = lane.held.saturating_sub(1);
-        let at = lane.ready.partition_point(|i| i.order < item.order);
-        lane.ready.insert(at, item);
-        if lane.held == 0 {
-            self.available.push_back(room);
-        }
-    }
-
-    /// A held message of `room` is settled for good.
-    fn release(&mut self, room: &RoomId) {
-        let Some(lane) = self.lanes.get_mut(room) else {
-            return;
-        };
-        lane.held = lane.held.saturating_sub(1);
-        if lane.held == 0 {
-            if lane.ready.is_empty() {
-                self.lanes.remove(room);
-            } else {
-                self.available.push_back(room.clone());
+/// Replays dead letters that `worker dlq replay` asked for from another process.
+async fn serve_replay_requests(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(REPLAY_POLL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(journal) = inner.owner() else { return };
+        match inner.unbury(journal, None).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(replayed = n, "replayed dead letters as asked"),
+            Err(e) => {
+                tracing::warn!(error = %e, "replaying requested dead letters failed; retrying")
             }
         }
-    }
-
-    /// Up to `max` ready messages, whole rooms first: each room taken is held until
-    /// every message handed out of it is settled.
-    fn take(&mut self, max: usize) -> Vec<(u64, Item)> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(room) = self.available.pop_front() else {
-                break;
-            };
-            let Some(lane) = self.lanes.get_mut(&room) else {
-                continue;
-            };
-            let n = lane.ready.len().min(max - out.len());
-            lane.held += n;
-            for mut item in lane.ready.drain(..n) {
-                item.attempts += 1;
-                out.push((self.next_tag, item));
-                self.next_tag += 1;
-            }
-        }
-        out
-    }
-
-    fn promote_due(&mut self, now: Instant) {
-        while let Some(Reverse((at, tag))) = self.delayed.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.delayed.pop();
-            if let Some(item) = self.delayed_items.remove(&tag) {
-                self.put_back(item);
-            }
-        }
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.delayed.peek().map(|Reverse((at, _))| *at)
     }
 }
 
 #[async_trait]
 impl Queue for MemoryQueue {
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        {
-            let mut st = self.inner.lock();
-            if st.depth >= self.inner.opts.memory_capacity {
-                return Err(QueueError::Unavailable(format!(
-                    "in-memory queue is full ({} messages); workers are behind",
-                    st.depth
-                )));
+        let inner = &self.inner;
+        let reserved = inner.lock().reserve(inner.opts.memory_capacity);
+        let order = reserved.map_err(|depth| inner.full(depth))?;
+        if let Some(journal) = &inner.journal {
+            // Acked only once the row is committed.
+            if let Err(e) = journal.append(order, room, &payload).await {
+                inner.lock().depth -= 1;
+                return Err(e);
             }
-            st.push_new(room.clone(), payload);
         }
-        self.inner.wake.notify_waiters();
+        inner.lock().insert(Item {
+            room: room.clone(),
+            order,
+            payload,
+            attempts: 0,
+        });
+        inner.wake.notify_waiters();
         Ok(())
     }
 
@@ -276,10 +275,16 @@ impl Queue for MemoryQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        Ok(())
+        match &self.inner.journal {
+            Some(j) => j.ping().await,
+            None => Ok(()),
+        }
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        if let Some(j) = &self.inner.journal {
+            return j.dead_letters(max).await;
+        }
         let st = self.inner.lock();
         Ok(st.dead.iter().take(max).map(|d| d.letter.clone()).collect())
     }
@@ -289,24 +294,43 @@ impl Queue for MemoryQueue {
     }
 
     async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
+        match &self.inner.journal {
+            Some(j) if j.is_owner() => return self.inner.unbury(j, Some(filter)).await,
+            // The running gateway owns the file: it replays them within a second.
+            Some(j) => {
+                let chosen = j.dead_to_replay(Some(filter)).await?;
+                let ids: Vec<i64> = chosen.iter().map(|(id, _, _)| *id).collect();
+                j.request_replay(&ids).await?;
+                return Ok(ids.len());
+            }
+            None => {}
+        }
         let replayed = {
             let mut st = self.inner.lock();
-            let (chosen, kept): (VecDeque<DeadItem>, VecDeque<DeadItem>) =
-                std::mem::take(&mut st.dead)
-                    .into_iter()
-                    .partition(|d| filter.matches(&d.letter.payload));
-            st.dead = kept;
-            let n = chosen.len();
-            for d in chosen {
-                st.push_new(d.room, d.letter.payload);
+            let (chosen, kept): (Vec<DeadItem>, Vec<DeadItem>) = std::mem::take(&mut st.dead)
+                .into_iter()
+                .partition(|d| filter.matches(&d.letter.payload));
+            st.dead = kept.into();
+            for d in &chosen {
+                st.depth += 1;
+                let order = st.next_order();
+                st.insert(Item {
+                    room: d.room.clone(),
+                    order,
+                    payload: d.letter.payload.clone(),
+                    attempts: 0,
+                });
             }
-            n
+            chosen.len()
         };
         self.inner.wake.notify_waiters();
         Ok(replayed)
     }
 
     async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
+        if let Some(j) = &self.inner.journal {
+            return j.purge().await;
+        }
         let mut st = self.inner.lock();
         let n = st.dead.len();
         st.dead.clear();
@@ -393,23 +417,27 @@ impl MemoryConsumer {
     }
 }
 
-fn tag_of(token: Token) -> u64 {
-    *token
-        .downcast::<u64>()
-        .expect("memory deliveries carry memory tokens")
+fn tag_of(token: Token) -> Result<u64, QueueError> {
+    token.downcast::<u64>().map(|t| *t).map_err(|_| {
+        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
+    })
 }
 
 #[async_trait]
 impl Settle for Inner {
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
+        let mut settled = Vec::with_capacity(tokens.len());
         {
             let mut st = self.lock();
             for t in tokens {
-                if let Some(item) = st.in_flight.remove(&tag_of(t)) {
-                    st.depth -= 1;
+                if let Some(item) = st.in_flight.remove(&tag_of(t)?) {
                     st.release(&item.room);
+                    settled.push(item.order);
                 }
             }
+        }
+        if let Some(j) = &self.journal {
+            j.remove(settled);
         }
         // A room whose last held message was acked may be ready for another consumer.
         self.wake.notify_waiters();
@@ -424,23 +452,25 @@ impl Settle for Inner {
         delay: Duration,
         reason: &str,
     ) -> Result<Settled, QueueError> {
-        let tag = tag_of(token);
-        let outcome = {
-            let mut st = self.lock();
-            let Some(item) = st.in_flight.remove(&tag) else {
-                return Ok(Settled::Retrying);
-            };
-            if item.attempts >= self.opts.max_attempts {
-                self.push_dead(&mut st, item, reason);
-                Settled::DeadLettered
-            } else {
-                st.delayed.push(Reverse((Instant::now() + delay, tag)));
-                st.delayed_items.insert(tag, item);
-                Settled::Retrying
-            }
+        let tag = tag_of(token)?;
+        let Some(item) = self.lock().in_flight.remove(&tag) else {
+            return Ok(Settled::Retrying);
         };
+        if item.attempts >= self.opts.max_attempts {
+            self.bury(item, reason).await?;
+            return Ok(Settled::DeadLettered);
+        }
+        if let Some(j) = &self.journal {
+            let at = crate::Timestamp::now().as_millis() + delay.as_millis() as i64;
+            if let Err(e) = j.retry(item.order, item.attempts, at).await {
+                self.lock().put_back(item);
+                self.wake.notify_waiters();
+                return Err(e);
+            }
+        }
+        self.lock().delay(tag, item, Instant::now() + delay);
         self.wake.notify_waiters();
-        Ok(outcome)
+        Ok(Settled::Retrying)
     }
 
     async fn dead_letter(
@@ -450,20 +480,18 @@ impl Settle for Inner {
         _attempt: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
-        {
-            let mut st = self.lock();
-            if let Some(item) = st.in_flight.remove(&tag_of(token)) {
-                self.push_dead(&mut st, item, reason);
-            }
+        let item = self.lock().in_flight.remove(&tag_of(token)?);
+        match item {
+            Some(item) => self.bury(item, reason).await,
+            None => Ok(()),
         }
-        self.wake.notify_waiters();
-        Ok(())
     }
 
     fn abandon(&self, token: Token) {
+        let Ok(tag) = tag_of(token) else { return };
         {
             let mut st = self.lock();
-            if let Some(item) = st.in_flight.remove(&tag_of(token)) {
+            if let Some(item) = st.in_flight.remove(&tag) {
                 st.put_back(item);
             }
         }
@@ -471,9 +499,33 @@ impl Settle for Inner {
     }
 }
 
+impl Inner {
+    /// Moves a held message to the dead letters (in the journal when durable); on a
+    /// journal failure it goes back to its place instead.
+    async fn bury(&self, item: Item, reason: &str) -> Result<(), QueueError> {
+        if let Some(j) = &self.journal {
+            if let Err(e) = j
+                .bury(item.order, &item.room, &item.payload, item.attempts, reason)
+                .await
+            {
+                self.lock().put_back(item);
+                self.wake.notify_waiters();
+                return Err(e);
+            }
+            self.lock().release(&item.room);
+        } else {
+            let mut st = self.lock();
+            self.push_dead(&mut st, item, reason);
+        }
+        self.wake.notify_waiters();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn memory_queue_passes_the_contract() {
@@ -556,10 +608,148 @@ mod tests {
         assert_eq!(again[0].attempt, 2);
         Delivery::ack_all(again).await.unwrap();
         assert_eq!(q.depth(), 0);
-        assert!(
-            q.inner.lock().lanes.is_empty(),
-            "settled rooms leave no state"
+        assert!(q.inner.lock().rooms() == 0, "settled rooms leave no state");
+    }
+
+    #[tokio::test]
+    async fn the_durable_queue_passes_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        super::super::contract::run_all(|opts| {
+            let path = dir
+                .path()
+                .join(format!("q{}.db", n.fetch_add(1, Ordering::Relaxed)));
+            async move {
+                Arc::new(MemoryQueue::open_durable(&path, false, opts).await.unwrap())
+                    as Arc<dyn Queue>
+            }
+        })
+        .await;
+    }
+
+    /// Publishes a message to a room of its own, which returns only once everything asked
+    /// of the journal before it (acks included) is committed.
+    async fn barrier(q: &MemoryQueue) {
+        publish_to(q, "barrier", "barrier").await;
+    }
+
+    #[tokio::test]
+    async fn what_the_file_holds_comes_back_after_a_crash_in_publish_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        {
+            let q = MemoryQueue::open_durable(&path, false, QueueOptions::default())
+                .await
+                .unwrap();
+            for (room, m) in [("a", "a1"), ("a", "a2"), ("b", "b1"), ("a", "a3")] {
+                publish_to(&q, room, m).await;
+            }
+            let mut c = q.consumer().await.unwrap();
+            let batch = c.receive(2).await.unwrap();
+            assert_eq!(ids(&batch), ["a1", "a2", "a3"][..2]);
+            let mut batch = batch.into_iter();
+            batch.next().unwrap().ack().await.unwrap();
+            barrier(&q).await;
+            // The process dies here, a2 in flight: dropping it changes only what is in
+            // memory, so the file is left as a crash leaves it.
+            drop(batch);
+        }
+        let q = MemoryQueue::open_durable(&path, false, QueueOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(q.depth(), 4, "a2, b1, a3 and the barrier");
+        let mut c = q.consumer().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let batch = c.receive(10).await.unwrap();
+            got.extend(ids(&batch));
+            Delivery::ack_all(batch).await.unwrap();
+        }
+        got.retain(|m| m != "barrier");
+        assert_eq!(
+            got,
+            ["a2", "a3", "b1"],
+            "room a in order, a1 acked for good"
         );
+    }
+
+    #[tokio::test]
+    async fn retries_and_dead_letters_are_kept_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let opts = QueueOptions {
+            max_attempts: 2,
+            ..QueueOptions::default()
+        };
+        {
+            let q = MemoryQueue::open_durable(&path, false, opts.clone())
+                .await
+                .unwrap();
+            publish_to(&q, "r", "later").await;
+            publish_to(&q, "d", "poison").await;
+            let mut c = q.consumer().await.unwrap();
+            for d in c.receive(10).await.unwrap() {
+                if d.payload == b"later" {
+                    d.retry(Duration::from_secs(60), "not yet").await.unwrap();
+                } else {
+                    d.dead_letter("malformed").await.unwrap();
+                }
+            }
+        }
+        let q = MemoryQueue::open_durable(&path, false, opts).await.unwrap();
+        assert_eq!(q.depth(), 1, "the retry waits for its time, still counted");
+        let mut c = q.consumer().await.unwrap();
+        assert!(c.try_receive(10).is_empty(), "not before its delay");
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (dead[0].payload.as_slice(), dead[0].reason.as_str()),
+            (&b"poison"[..], "malformed")
+        );
+    }
+
+    #[tokio::test]
+    async fn another_process_reads_dead_letters_and_asks_the_owner_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.db");
+        let owner = MemoryQueue::open_durable(&path, false, QueueOptions::default())
+            .await
+            .unwrap();
+        publish_to(&owner, "x", "bad").await;
+        let mut c = owner.consumer().await.unwrap();
+        let d = c.receive(1).await.unwrap().pop().unwrap();
+        d.dead_letter("store refused").await.unwrap();
+
+        let other = MemoryQueue::open_durable(&path, false, QueueOptions::default())
+            .await
+            .unwrap();
+        let room = RoomId::parse("x").unwrap();
+        let err = other.publish(&room, b"nope".to_vec()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("owned by another process"),
+            "{err}"
+        );
+        assert_eq!(other.dead_letters(10).await.unwrap().len(), 1);
+        assert_eq!(
+            other
+                .replay_dead_letters(&DeadLetterFilter::All)
+                .await
+                .unwrap(),
+            1
+        );
+        // The owner moves it back within its poll.
+        let back = tokio::time::timeout(Duration::from_secs(5), c.receive(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let back = if back.is_empty() {
+            c.receive(1).await.unwrap()
+        } else {
+            back
+        };
+        assert_eq!(ids(&back), ["bad"]);
+        assert_eq!(back[0].attempt, 1, "a replay starts afresh");
+        assert!(owner.dead_letters(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

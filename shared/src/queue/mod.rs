@@ -7,6 +7,8 @@
 //! per room so a gateway only receives rooms it has members in.
 
 pub mod amqp;
+mod journal;
+mod lanes;
 pub mod memory;
 pub mod sqs;
 
@@ -79,8 +81,15 @@ impl Default for QueueOptions {
 /// The parsed form of `QUEUE_URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueUrl {
-    /// In-process queue; only meaningful inside one gateway with embedded workers.
+    /// In-process queue, lost with the process; only meaningful inside one gateway with
+    /// embedded workers.
     Memory,
+    /// In-process queue kept in a SQLite file: the embedded topology's durable default.
+    Sqlite {
+        path: std::path::PathBuf,
+        /// `?sync=full`: fsync every commit, so a power loss loses nothing acked either.
+        sync_full: bool,
+    },
     Amqp(String),
     Sqs(String),
 }
@@ -89,6 +98,8 @@ impl QueueUrl {
     pub fn parse(s: &str) -> Result<Self, QueueError> {
         if s == "memory" {
             Ok(Self::Memory)
+        } else if let Some(rest) = s.strip_prefix("sqlite://") {
+            Self::parse_sqlite(s, rest)
         } else if s.starts_with("amqp://") || s.starts_with("amqps://") {
             Ok(Self::Amqp(s.to_owned()))
         } else if s.starts_with("sqs://") {
@@ -96,13 +107,39 @@ impl QueueUrl {
         } else {
             Err(QueueError::Unsupported {
                 url: crate::config::redact_url(s),
-                reason: "expected memory, amqp://user:pass@host:port/vhost or sqs://".into(),
+                reason:
+                    "expected sqlite://PATH, memory, amqp://user:pass@host:port/vhost or sqs://"
+                        .into(),
             })
         }
     }
 
-    pub fn is_memory(&self) -> bool {
-        matches!(self, Self::Memory)
+    fn parse_sqlite(url: &str, rest: &str) -> Result<Self, QueueError> {
+        let bad = |reason: &str| QueueError::Unsupported {
+            url: url.to_owned(),
+            reason: reason.into(),
+        };
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(bad("expected sqlite://PATH (a file, created if missing)"));
+        }
+        let mut sync_full = false;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair {
+                "sync=full" => sync_full = true,
+                "sync=normal" => sync_full = false,
+                _ => return Err(bad("the only option is sync=normal|full")),
+            }
+        }
+        Ok(Self::Sqlite {
+            path: path.into(),
+            sync_full,
+        })
+    }
+
+    /// The in-process queues: the gateway runs the workers itself.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Self::Memory | Self::Sqlite { .. })
     }
 }
 
@@ -121,6 +158,9 @@ pub fn partition_of(room: &str, partitions: usize) -> usize {
 pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queue>, QueueError> {
     match url {
         QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
+        QueueUrl::Sqlite { path, sync_full } => Ok(Arc::new(
+            memory::MemoryQueue::open_durable(path, *sync_full, opts.clone()).await?,
+        )),
         QueueUrl::Amqp(u) => Ok(Arc::new(amqp::AmqpQueue::connect(u, opts).await?)),
         QueueUrl::Sqs(u) => Ok(Arc::new(sqs::SqsQueue::connect(u, opts).await?)),
     }
