@@ -34,7 +34,20 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &str, binary: &str, envs: &[(String, String)]) -> Self {
+        Self::spawn_in(name, binary, envs, None)
+    }
+
+    /// The same, started in `dir` (relative paths in its settings are resolved there).
+    pub fn spawn_in(
+        name: &str,
+        binary: &str,
+        envs: &[(String, String)],
+        dir: Option<&std::path::Path>,
+    ) -> Self {
         let mut cmd = Command::new(bin(binary));
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         cmd.env_clear()
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")

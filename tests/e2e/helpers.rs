@@ -323,6 +323,23 @@ impl Reader {
         }
     }
 
+    /// The next JSON frame, or `None` once the connection is gone in any way (closed,
+    /// reset, silent for the test wait).
+    pub async fn next_or_gone(&mut self) -> Option<Value> {
+        if let Some(v) = self.kept.pop_front() {
+            return Some(v);
+        }
+        loop {
+            match timeout(WAIT, self.stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                    return None;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code.
     pub async fn closed(&mut self) -> u16 {
         loop {

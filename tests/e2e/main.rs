@@ -6,6 +6,7 @@ mod cluster;
 mod helpers;
 
 mod browser;
+mod crash;
 mod docs;
 mod failures;
 mod http;
