@@ -35,7 +35,7 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub limits: Limits,
 
-    /// Embedded workers (used only with QUEUE_URL=memory).
+    /// Embedded workers (used only with the embedded queues, QUEUE_URL=sqlite://… or memory).
     #[command(flatten)]
     pub worker: WorkerSettings,
 
@@ -83,8 +83,8 @@ pub struct Limits {
     #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub publish_timeout_ms: u64,
 
-    /// Longest a graceful stop waits for clients to be told and for embedded workers to
-    /// drain the in-memory queue, in seconds.
+    /// Longest a graceful stop waits for clients to be told and, with QUEUE_URL=memory,
+    /// for embedded workers to drain the queue, in seconds.
     #[arg(long, env = "DRAIN_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub drain_secs: u64,
 }

@@ -24,8 +24,8 @@ pub struct BackendConfig {
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
 
-    /// Bound of the in-memory queue, in messages (ready, delayed and in flight); when it
-    /// is full, `send` answers `unavailable`.
+    /// Bound of the embedded queue (`sqlite://` or `memory`), in messages (ready, delayed
+    /// and in flight); when it is full, `send` answers `unavailable`.
     #[arg(long, env = "MEMORY_QUEUE_CAPACITY", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub memory_queue_capacity: u64,
 
