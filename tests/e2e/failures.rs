@@ -67,6 +67,66 @@ async fn a_poison_message_ends_in_the_dead_letter_place_and_the_room_flows_on() 
     assert_eq!(a.message("lobby").await["seq"], 6);
 }
 
+/// The durable embedded queue keeps its dead letters in its file; `worker dlq` lists them
+/// while the gateway runs, and a replay it asks for is done by the gateway.
+#[tokio::test]
+async fn embedded_dead_letters_are_listed_and_replayed_with_worker_dlq() {
+    let (dir, db) = temp_db();
+    let queue_url = format!("sqlite://{}/queue.db", dir.path().display());
+    with_trigger(&db, POISON).await;
+    let g = TestGateway::start_on(&db, |c| {
+        c.backend.queue_url = queue_url.clone();
+        c.backend.max_attempts = 2;
+        c.worker.retry_delay_ms = 50;
+    })
+    .await;
+    let mut a = g.client("alice").await;
+    a.join("lobby").await;
+    assert_eq!(a.say("lobby", "p1", "a poison-pill").await["type"], "ack");
+    let dlq = |args: &[&str]| {
+        let out = Command::new(bin("worker"))
+            .env_clear()
+            .env("QUEUE_URL", &queue_url)
+            .arg("dlq")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "worker dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let end = tokio::time::Instant::now() + WAIT;
+    let listed = loop {
+        let listed = dlq(&["list"]);
+        if !listed.is_empty() || tokio::time::Instant::now() > end {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (line["id"].as_str(), line["room"].as_str()),
+        (Some("p1"), Some("lobby"))
+    );
+    assert_eq!(line["attempts"], 2);
+    // The cause is fixed; the running gateway replays it.
+    sqlx::query("DROP TRIGGER poison")
+        .execute(g.store().await.pool())
+        .await
+        .unwrap();
+    assert!(dlq(&["replay", "--all"]).contains("replayed 1"));
+    let m = a.message("lobby").await;
+    assert_eq!((m["id"].as_str(), m["seq"].as_u64()), (Some("p1"), Some(1)));
+    assert!(
+        dlq(&["list"]).is_empty(),
+        "replayed, so gone from the dead letters"
+    );
+}
+
 #[tokio::test]
 async fn a_store_that_refuses_for_a_while_gets_retries_not_a_drop() {
     let (_dir, db) = temp_db();
