@@ -9,7 +9,8 @@
 #               node-ws        Node `ws` broadcast (bench/peers/ws-server.js)
 #               socketio       Socket.IO, one node
 #               socketio-redis Socket.IO, two nodes + Redis adapter
-#               embedded       courier gateway, QUEUE_URL=memory, SQLite
+#               embedded       courier gateway, the defaults: durable queue (sqlite://), SQLite store
+#               embedded-memory courier gateway, QUEUE_URL=memory (volatile), SQLite store
 #               rabbitmq-pg    courier, 2 gateways + 2 workers, RabbitMQ, PostgreSQL
 #               sqs-pg         courier, 2 gateways + 2 workers, SQS on LocalStack, PostgreSQL
 #   WORKLOADS   comma-separated from w0,w1,w2,w3 (default all)
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/target/release
 RUNS=3
-TOPOLOGIES=reference,node-ws,socketio,socketio-redis,embedded,rabbitmq-pg,sqs-pg
+TOPOLOGIES=reference,node-ws,socketio,socketio-redis,embedded,embedded-memory,rabbitmq-pg,sqs-pg
 WORKLOADS=w0,w1,w2,w3
 OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)
 while getopts "n:t:w:o:" opt; do
@@ -109,9 +110,12 @@ up() {
       wait_port 9101; wait_port 9103
       URLS=(--url ws://127.0.0.1:9101/socket.io/ --url ws://127.0.0.1:9103/socket.io/ --protocol socketio)
       FRONT_PIDS=(--pid "sio1=$PID_sio1" --pid "sio2=$PID_sio2") ;;
-    embedded)
+    embedded|embedded-memory)
       rm -rf "$OUT/embedded-db"
-      DATABASE_URL="sqlite://$OUT/embedded-db/chat.db" BIND=127.0.0.1:8080 start gw "$BIN/gateway"
+      local queue="sqlite://$OUT/embedded-db/queue.db"
+      [ "$1" = embedded-memory ] && queue=memory
+      QUEUE_URL="$queue" DATABASE_URL="sqlite://$OUT/embedded-db/chat.db" BIND=127.0.0.1:8080 \
+        start gw "$BIN/gateway"
       wait_port 8080
       URLS=(--url ws://127.0.0.1:8080/ws); FRONT_PIDS=(--pid "gateway=$PID_gw") ;;
     rabbitmq-pg|sqs-pg)

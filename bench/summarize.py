@@ -8,13 +8,14 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["reference", "node-ws", "socketio", "socketio-redis", "embedded", "rabbitmq-pg", "sqs-pg"]
+ORDER = ["reference", "node-ws", "socketio", "socketio-redis", "embedded", "embedded-memory", "rabbitmq-pg", "sqs-pg"]
 NAMES = {
     "reference": "Rust in-memory broadcast (reference)",
     "node-ws": "Node `ws` broadcast",
     "socketio": "Socket.IO, 1 node",
     "socketio-redis": "Socket.IO, 2 nodes + Redis",
-    "embedded": "**courier embedded** (memory queue, SQLite)",
+    "embedded": "**courier embedded** (durable SQLite queue, SQLite store: the default)",
+    "embedded-memory": "**courier embedded**, volatile queue (`QUEUE_URL=memory`, SQLite store)",
     "rabbitmq-pg": "**courier** 2 gw + 2 workers, RabbitMQ, PostgreSQL",
     "sqs-pg": "**courier** 2 gw + 2 workers, SQS (LocalStack), PostgreSQL",
 }
