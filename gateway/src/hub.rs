@@ -92,17 +92,37 @@ struct Room {
 
 pub struct Hub {
     rooms: Mutex<HashMap<RoomId, Room>>,
-    /// Serializes membership changes with their bind/unbind, so they reach the broker in order.
-    membership: tokio::sync::Mutex<()>,
+    /// One lock per room with a membership change under way: it serializes a room's
+    /// changes with their bind/unbind, so they reach the broker in order, while other
+    /// rooms' changes (and their broker round trips) go on at the same time.
+    membership: Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>>,
     binding: Box<dyn RoomBinding>,
     hold: Duration,
+}
+
+/// Holds one room's membership lock; the entry goes when its last user does.
+struct RoomTurn<'a> {
+    hub: &'a Hub,
+    room: RoomId,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Drop for RoomTurn<'_> {
+    fn drop(&mut self) {
+        let Some(lock) = self.lock.take() else { return };
+        let mut locks = self.hub.locks();
+        // Ours and the map's: nobody else waits for this room.
+        if Arc::strong_count(&lock) <= 2 {
+            locks.remove(&self.room);
+        }
+    }
 }
 
 impl Hub {
     pub fn new(binding: Box<dyn RoomBinding>, hold: Duration) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
-            membership: tokio::sync::Mutex::new(()),
+            membership: Mutex::new(HashMap::new()),
             binding,
             hold,
         }
@@ -110,6 +130,21 @@ impl Hub {
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Room>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn locks(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for `room`'s turn to change its membership.
+    async fn turn(&self, room: &RoomId) -> (RoomTurn<'_>, tokio::sync::OwnedMutexGuard<()>) {
+        let lock = self.locks().entry(room.clone()).or_default().clone();
+        let turn = RoomTurn {
+            hub: self,
+            room: room.clone(),
+            lock: Some(lock.clone()),
+        };
+        (turn, lock.lock_owned().await)
     }
 
     /// Adds a member; the first member of a room binds it at the broker first, so every
@@ -120,7 +155,8 @@ impl Hub {
         conn: ConnId,
         member: Member,
     ) -> Result<(), QueueError> {
-        let _order = self.membership.lock().await;
+        // The guard is released before the turn is dropped (reverse order).
+        let (_turn, _order) = self.turn(room).await;
         let known = self.rooms().contains_key(room);
         if !known {
             self.binding.bind(room).await?;
@@ -137,9 +173,16 @@ impl Hub {
         Ok(())
     }
 
+    /// Removes a connection from all of `rooms` at once (a disconnect): the unbinds of
+    /// rooms it was the last member of go to the broker concurrently.
+    pub async fn leave_all(&self, rooms: impl IntoIterator<Item = RoomId>, conn: ConnId) {
+        let rooms: Vec<RoomId> = rooms.into_iter().collect();
+        futures_util::future::join_all(rooms.iter().map(|room| self.leave(room, conn))).await;
+    }
+
     /// Removes a member; the last one out unbinds the room.
     pub async fn leave(&self, room: &RoomId, conn: ConnId) {
-        let _order = self.membership.lock().await;
+        let (_turn, _order) = self.turn(room).await;
         let emptied = {
             let mut rooms = self.rooms();
             let emptied = match rooms.get_mut(room) {
@@ -273,6 +316,72 @@ mod tests {
         async fn unbind(&self, _: &RoomId) -> Result<(), QueueError> {
             Ok(())
         }
+    }
+
+    /// A broker whose bind of `slow` waits until released, and whose unbinds wait until
+    /// `together` of them are in progress at once.
+    struct SlowBinding {
+        release: Arc<tokio::sync::Notify>,
+        unbinds: tokio::sync::Barrier,
+    }
+
+    #[async_trait]
+    impl RoomBinding for SlowBinding {
+        async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
+            if room.as_str() == "slow" {
+                self.release.notified().await;
+            }
+            Ok(())
+        }
+        async fn unbind(&self, _: &RoomId) -> Result<(), QueueError> {
+            self.unbinds.wait().await;
+            Ok(())
+        }
+    }
+
+    fn member() -> (Member, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(8);
+        let lagging = Arc::new(AtomicBool::new(false));
+        (Member { tx, lagging }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_slow_bind_holds_up_only_its_own_room_and_a_disconnect_unbinds_at_once() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let hub = Arc::new(Hub::new(
+            Box::new(SlowBinding {
+                release: release.clone(),
+                unbinds: tokio::sync::Barrier::new(3),
+            }),
+            Duration::from_millis(50),
+        ));
+        let slow = RoomId::parse("slow").unwrap();
+        let waiting = {
+            let hub = hub.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move { hub.join(&slow, 1, member().0).await })
+        };
+        tokio::task::yield_now().await;
+        let rooms: Vec<RoomId> = ["a", "b", "c"]
+            .iter()
+            .map(|r| RoomId::parse(r).unwrap())
+            .collect();
+        let within = Duration::from_secs(5);
+        for room in &rooms {
+            let joined = tokio::time::timeout(within, hub.join(room, 2, member().0)).await;
+            assert!(
+                joined.is_ok(),
+                "joining {room} waited for another room's bind"
+            );
+        }
+        // Each unbind waits for the other two: only concurrent unbinds finish.
+        let left = tokio::time::timeout(within, hub.leave_all(rooms.clone(), 2)).await;
+        assert!(left.is_ok(), "a disconnect's unbinds ran one after another");
+        assert_eq!(hub.room_count(), 0);
+        release.notify_one();
+        waiting.await.unwrap().unwrap();
+        assert_eq!(hub.room_count(), 1);
+        assert!(hub.locks().is_empty(), "no lock is left behind");
     }
 
     fn msg(seq: u64) -> StoredMessage {

@@ -247,9 +247,8 @@ impl Session {
 
     /// Leaves every room; called once the connection is over.
     pub async fn leave_all(&mut self) {
-        for room in std::mem::take(&mut self.joined) {
-            self.app.hub.leave(&room, self.conn).await;
-        }
+        let rooms = std::mem::take(&mut self.joined);
+        self.app.hub.leave_all(rooms, self.conn).await;
     }
 }
 
