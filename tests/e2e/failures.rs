@@ -3,7 +3,9 @@
 
 use crate::helpers::*;
 use serde_json::json;
+use shared::queue::{Queue, QueueError, QueueOptions, memory::MemoryQueue};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Opens the database (running migrations) and installs a trigger written in SQL.
@@ -250,9 +252,13 @@ async fn stopping_tells_clients_1012_and_processes_what_was_acked() {
 
 #[test]
 fn unreachable_services_at_start_exit_non_zero_naming_the_url() {
+    // The default queue is a file under data/: keep it out of the source tree.
+    let dir = tempfile::tempdir().unwrap();
     let run = |envs: &[(&str, &str)]| {
         let mut cmd = Command::new(bin("gateway"));
-        cmd.env_clear().env("BIND", "127.0.0.1:0");
+        cmd.env_clear()
+            .env("BIND", "127.0.0.1:0")
+            .current_dir(dir.path());
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -276,7 +282,151 @@ fn unreachable_services_at_start_exit_non_zero_naming_the_url() {
     assert!(!ok);
     assert!(err.contains("kafka://nope"), "{err}");
 
-    let out = Command::new(bin("worker")).env_clear().output().unwrap();
+    let worker_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("worker"))
+        .env_clear()
+        .current_dir(worker_dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("QUEUE_URL=memory"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the gateway's embedded queue"), "{err}");
+    let created = worker_dir.path().join("data").exists();
+    assert!(!created, "a refused worker creates no file");
+}
+
+/// An enrichment stage with a bug: it panics on one body.
+struct Crash;
+
+impl worker::enrich::Stage for Crash {
+    fn name(&self) -> &'static str {
+        "crash"
+    }
+
+    fn apply(&self, draft: &mut worker::enrich::Draft<'_>) {
+        if draft.original.contains("crash-me") {
+            panic!("the test stage crashed on purpose");
+        }
+    }
+}
+
+/// The in-memory queue, except that its first fan-out panics (a bug after the store).
+struct PanicOnce {
+    inner: Arc<dyn Queue>,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Queue for PanicOnce {
+    async fn publish(&self, room: &shared::RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.inner.publish(room, payload).await
+    }
+    async fn consumer(&self) -> Result<Box<dyn shared::queue::Consumer>, QueueError> {
+        self.inner.consumer().await
+    }
+    async fn fan_out(&self, messages: &[Arc<shared::StoredMessage>]) -> Result<(), QueueError> {
+        if !self
+            .panicked
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("the test fan-out crashed on purpose");
+        }
+        self.inner.fan_out(messages).await
+    }
+    async fn subscribe(
+        &self,
+        g: &shared::GatewayId,
+    ) -> Result<shared::queue::Subscription, QueueError> {
+        self.inner.subscribe(g).await
+    }
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.inner.ping().await
+    }
+    async fn dead_letters(&self, max: usize) -> Result<Vec<shared::queue::DeadLetter>, QueueError> {
+        self.inner.dead_letters(max).await
+    }
+}
+
+async fn stored_ids(store: &worker::Store, room: &str) -> Vec<String> {
+    let room = shared::RoomId::parse(room).unwrap();
+    let page = store.after(&room, 0, 100).await.unwrap();
+    page.iter().map(|m| m.id.as_str().to_owned()).collect()
+}
+
+async fn publish_bodies(queue: &dyn Queue, room: &str, messages: &[(&str, &str)]) {
+    for (id, body) in messages {
+        let mut env = shared::queue::contract::envelope(room, id);
+        env.body = (*body).into();
+        queue.publish(&env.room, env.to_json()).await.unwrap();
+    }
+}
+
+/// A panic in one message's enrichment costs that message only (dead-lettered, the room
+/// flows on); a panic elsewhere ends the worker loop, which is started again and counted,
+/// and its batch comes back and is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again() {
+    let metrics = worker::telemetry::metrics_handle();
+    let (_dir, db) = temp_db();
+    let store = worker::Store::connect(&db, Default::default())
+        .await
+        .unwrap();
+    let opts = QueueOptions {
+        max_attempts: 3,
+        receive_wait: Duration::from_millis(200),
+        ..QueueOptions::default()
+    };
+    let memory: Arc<dyn Queue> = Arc::new(MemoryQueue::new(opts));
+    let queue: Arc<dyn Queue> = Arc::new(PanicOnce {
+        inner: memory.clone(),
+        panicked: false.into(),
+    });
+    let mut settings = config(&db).worker;
+    settings.workers = 1;
+    let mut w = worker::Worker::new(queue.clone(), store.clone(), settings, 3);
+    w.enrich = Arc::new(worker::enrich::Pipeline::new(vec![
+        Box::new(Crash),
+        Box::new(worker::enrich::Links::new()),
+    ]));
+    let (stop, sd) = shared::shutdown::channel();
+    let running = tokio::spawn(w.run(sd));
+    let messages = [
+        ("c1", "please crash-me"),
+        ("f1", "fine"),
+        ("f2", "€4.50"),
+        ("f3", "ok 👍"),
+    ];
+    publish_bodies(&*queue, "crashy", &messages).await;
+    let end = tokio::time::Instant::now() + WAIT;
+    while stored_ids(&store, "crashy").await.len() < 3 {
+        assert!(tokio::time::Instant::now() < end, "the room never flowed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stored_ids(&store, "crashy").await,
+        ["f1", "f2", "f3"],
+        "each once"
+    );
+    let dead = queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("panicked"), "{}", dead[0].reason);
+    assert!(dead[0].payload.windows(2).any(|w| w == b"c1"));
+    let restarts = metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("courier_worker_restarts_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(restarts >= 1.0, "the restart is counted: {restarts}");
+    // The restarted loop goes on working.
+    publish_bodies(&*queue, "crashy", &[("f4", "still here")]).await;
+    while stored_ids(&store, "crashy").await.len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < end + WAIT,
+            "the new loop does not consume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.fire();
+    running.await.unwrap().unwrap();
 }

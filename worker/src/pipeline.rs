@@ -27,37 +27,64 @@ pub struct Worker {
     pub store: Store,
     pub enrich: Arc<Pipeline>,
     pub settings: WorkerSettings,
+    /// `MAX_ATTEMPTS`: beyond it, a delivery that was never settled is dead-lettered.
+    pub max_attempts: u32,
 }
 
 impl Worker {
-    pub fn new(queue: Arc<dyn Queue>, store: Store, settings: WorkerSettings) -> Self {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        store: Store,
+        settings: WorkerSettings,
+        max_attempts: u32,
+    ) -> Self {
         Self {
             queue,
             store,
             enrich: Arc::new(Pipeline::standard()),
             settings,
+            max_attempts,
         }
     }
 
     /// Runs `settings.workers` consumer loops until `shutdown`; each finishes its batch.
+    /// A loop that panics is started again (its batch goes back to the queue when its
+    /// deliveries are dropped), so the process never goes on acking sends it no longer
+    /// processes.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), Error> {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut loops = std::collections::HashMap::new();
         for n in 0..self.settings.workers {
-            let w = self.clone();
-            let sd = shutdown.clone();
-            tasks.spawn(async move { w.consume(n, sd).await });
+            let id = self.spawn_loop(&mut tasks, n, &shutdown);
+            loops.insert(id, n);
         }
         let mut result = Ok(());
-        while let Some(done) = tasks.join_next().await {
+        while let Some(done) = tasks.join_next_with_id().await {
             match done {
-                Ok(Err(e)) => result = Err(e),
-                Err(panic) => {
-                    error!(error = %panic, "worker loop panicked; its batch is redelivered")
+                Ok((_, Err(e))) => result = Err(e),
+                Err(panic) if panic.is_panic() && !shutdown.is_fired() => {
+                    let n = loops.remove(&panic.id()).unwrap_or_default();
+                    error!(worker = n, error = %panic, "worker loop panicked; its batch goes back to the queue and the loop starts again");
+                    metrics::counter!("courier_worker_restarts_total").increment(1);
+                    let id = self.spawn_loop(&mut tasks, n, &shutdown);
+                    loops.insert(id, n);
                 }
-                Ok(Ok(())) => {}
+                Err(e) => error!(error = %e, "worker loop ended abnormally"),
+                Ok((_, Ok(()))) => {}
             }
         }
         result
+    }
+
+    fn spawn_loop(
+        &self,
+        tasks: &mut tokio::task::JoinSet<Result<(), Error>>,
+        n: u32,
+        shutdown: &Shutdown,
+    ) -> tokio::task::Id {
+        let w = self.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move { w.consume(n, sd).await }).id()
     }
 
     async fn consume(&self, n: u32, shutdown: Shutdown) -> Result<(), Error> {
@@ -133,10 +160,18 @@ impl Worker {
         metrics::histogram!("courier_worker_batch_size").record(batch.len() as f64);
         let mut ready = Vec::with_capacity(batch.len());
         for d in batch {
-            match self.prepare(&d) {
+            // A bug that panics on one message's content must cost that message, not the
+            // batch: a panic here would drop every delivery of the batch, which would
+            // come back and crash the loop again, forever.
+            let prepared =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.prepare(&d)))
+                    .unwrap_or_else(|panic| {
+                        Err(format!("processing it panicked: {}", panic_text(&*panic)))
+                    });
+            match prepared {
                 Ok(msg) => ready.push((d, msg)),
                 Err(reason) => {
-                    warn!(attempt = d.attempt, %reason, "malformed envelope goes to the dead-letter place");
+                    warn!(attempt = d.attempt, %reason, "a message that cannot be processed goes to the dead-letter place");
                     metrics::counter!("courier_dead_letters_total", "reason" => "malformed")
                         .increment(1);
                     if let Err(e) = d.dead_letter(&reason).await {
@@ -281,4 +316,13 @@ impl Worker {
             warn!(error = %e, "ack failed; the messages will be redelivered and found already stored");
         }
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
