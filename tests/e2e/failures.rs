@@ -430,3 +430,103 @@ async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again(
     stop.fire();
     running.await.unwrap().unwrap();
 }
+
+/// A tmpfs of `mb` MiB mounted for one test (needs root, as the test command runs);
+/// unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mb: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
+        Self(dir)
+    }
+
+    /// Fills the file system to the last byte; the returned file frees it when removed.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+async fn readyz(g: &TestGateway) -> u16 {
+    reqwest::get(g.url("/readyz"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A store on a full disk is an outage, not a bad message: sends are still acked (the
+/// queue is elsewhere), `/readyz` answers 503 while writes fail, and once space is back
+/// every acked message is stored, once, in order, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
+    let disk = Tmpfs::mount(4);
+    let db = format!("sqlite://{}/chat.db", disk.0.path().display());
+    let queue_dir = tempfile::tempdir().unwrap();
+    let queue_url = format!("sqlite://{}/queue.db", queue_dir.path().display());
+    let g = TestGateway::start_on(&db, |c| {
+        c.backend.queue_url = queue_url.clone();
+        c.worker.retry_delay_ms = 50;
+    })
+    .await;
+    let mut a = g.client("alice").await;
+    a.join("full").await;
+    assert_eq!(
+        a.say("full", "m0", "before the disk fills").await["type"],
+        "ack"
+    );
+    a.message("full").await;
+    let filler = disk.fill();
+    for i in 1..150 {
+        let body = format!("#{i}: order 199215 costs €12.50 — {}", "x".repeat(400));
+        assert_eq!(a.say("full", &format!("m{i}"), &body).await["type"], "ack");
+    }
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&g).await != 503 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "/readyz stayed 200 while writes fail"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(filler).unwrap();
+    let store = g.store().await;
+    let room = shared::RoomId::parse("full").unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    while store.head(&room).await.unwrap() < 150 || readyz(&g).await != 200 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no recovery within 15 s of space returning"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ids = Vec::new();
+    for since in [0, 100] {
+        for m in store.after(&room, since, 100).await.unwrap() {
+            ids.push(m.id.as_str().to_owned());
+        }
+    }
+    let want: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    assert_eq!(ids, want, "every acked message, once, in send order");
+}

@@ -76,6 +76,8 @@ pub struct Store {
     pool: AnyPool,
     /// Set when the store is SQLite.
     sqlite: Option<Arc<Sqlite>>,
+    /// Why writes are failing (disk full, I/O), until one succeeds again.
+    write_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What only a SQLite store has.
@@ -180,7 +182,11 @@ impl Store {
                 checkpoints: tokio::spawn(checkpoints(pool.clone())),
             })
         });
-        Ok(Self { pool, sqlite })
+        Ok(Self {
+            pool,
+            sqlite,
+            write_failure: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -188,9 +194,18 @@ impl Store {
     }
 
     /// Answers when the database does (readiness).
+    /// Answers when the store can be read and its last write did not fail for an outage
+    /// (readiness: a full disk still answers reads).
     pub async fn ping(&self) -> Result<(), Error> {
+        if let Some(reason) = self.write_failure().clone() {
+            return Err(Error::WritesFailing(reason));
+        }
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn write_failure(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.write_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The highest stored seq of a room; 0 when it has none.

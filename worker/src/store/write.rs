@@ -17,7 +17,7 @@ use crate::error::Error;
 use shared::{StoredMessage, Timestamp};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Connection, Row};
 use std::collections::{BTreeMap, HashMap};
 
 type Key<'a> = (&'a str, &'a str, &'a str);
@@ -75,23 +75,45 @@ impl Store {
             Some(s) => Some(s.writer.lock().await),
             None => None,
         };
-        let sqlite = self.sqlite.is_some();
-        let mut tx = if sqlite {
-            // Take the write lock up front: a deferred transaction that upgrades later
-            // can fail with SQLITE_BUSY instead of waiting.
-            self.pool.begin_with("BEGIN IMMEDIATE").await?
-        } else {
-            self.pool.begin().await?
-        };
-        let mut last = lock_rooms(&mut tx, batch, sqlite).await?;
-        let mut plan = Plan::new(batch);
-        plan.found(find_stored(&mut tx, batch, sqlite).await?);
-        let fresh = plan.number(batch, &mut last);
-        insert(&mut tx, batch, &fresh, sqlite).await?;
-        set_counters(&mut tx, &last, sqlite).await?;
-        tx.commit().await?;
-        Ok(plan.outcomes(batch, fresh))
+        let mut conn = self.pool.acquire().await?;
+        let written = write(&mut conn, batch, self.sqlite.is_some()).await;
+        match &written {
+            Ok(_) => *self.write_failure() = None,
+            Err(e) => {
+                // After a failed write the connection's transaction state is not known
+                // (SQLite rolls back on its own on a full disk; a commit may have failed
+                // half-way): never hand it to the next batch.
+                conn.close_on_drop();
+                if e.is_outage() {
+                    *self.write_failure() = Some(e.to_string());
+                }
+            }
+        }
+        written
     }
+}
+
+/// One batch in one transaction on `conn`.
+async fn write(
+    conn: &mut AnyConnection,
+    batch: &[NewMessage],
+    sqlite: bool,
+) -> Result<Vec<Stored>, Error> {
+    let mut tx = if sqlite {
+        // Take the write lock up front: a deferred transaction that upgrades later
+        // can fail with SQLITE_BUSY instead of waiting.
+        conn.begin_with("BEGIN IMMEDIATE").await?
+    } else {
+        conn.begin().await?
+    };
+    let mut last = lock_rooms(&mut tx, batch, sqlite).await?;
+    let mut plan = Plan::new(batch);
+    plan.found(find_stored(&mut tx, batch, sqlite).await?);
+    let fresh = plan.number(batch, &mut last);
+    insert(&mut tx, batch, &fresh, sqlite).await?;
+    set_counters(&mut tx, &last, sqlite).await?;
+    tx.commit().await?;
+    Ok(plan.outcomes(batch, fresh))
 }
 
 /// Locks each room's counter (creating it at 0) and returns the room's last seq.
