@@ -225,7 +225,14 @@ for k in ("proxy-read-timeout", "proxy-send-timeout"):
 
 # KEDA: the real ingest queue names.
 rabbit = [t for d in docs("infra/k8s/keda-rabbitmq.yaml") if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]]
-need(rabbit and rabbit[0]["metadata"]["queueName"] == "courier.ingest", "KEDA rabbitmq on courier.ingest")
+# The ingest partitions courier.ingest.0 ... courier.ingest.7, summed by name pattern.
+rm = rabbit[0]["metadata"] if rabbit else {}
+need(
+    re.fullmatch(rm.get("queueName", ""), "courier.ingest.7") is not None
+    and re.fullmatch(rm.get("queueName", ""), "courier.ingest.consumers") is None
+    and rm.get("useRegex") == "true" and rm.get("operation") == "sum" and rm.get("protocol") == "http",
+    "KEDA rabbitmq sums the ingest partitions courier.ingest.N",
+)
 sqs = [t for d in docs("infra/k8s/keda-sqs.yaml") if d["kind"] == "ScaledObject" for t in d["spec"]["triggers"]]
 need(sqs and sqs[0]["metadata"]["queueURL"].endswith("/courier-ingest.fifo"), "KEDA SQS on courier-ingest.fifo")
 
