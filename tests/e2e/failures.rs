@@ -530,3 +530,36 @@ async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
     let want: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
     assert_eq!(ids, want, "every acked message, once, in send order");
 }
+
+/// The durable queue's file on a full disk: a `send` is refused with `unavailable` (never
+/// acked and then lost), `/readyz` answers 503, and both recover once space is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_queue_refuses_sends_until_space_returns() {
+    let disk = Tmpfs::mount(4);
+    let queue_url = format!("sqlite://{}/queue.db", disk.0.path().display());
+    let (_dir, db) = temp_db();
+    let g = TestGateway::start_on(&db, |c| c.backend.queue_url = queue_url.clone()).await;
+    let mut a = g.client("alice").await;
+    a.join("q").await;
+    let filler = disk.fill();
+    let body = format!("order 5318008, {}", "y".repeat(3000));
+    let refused = a.say("q", "r1", &body).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{refused}"
+    );
+    assert_eq!(readyz(&g).await, 503);
+    std::fs::remove_file(filler).unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&g).await != 200 {
+        assert!(tokio::time::Instant::now() < end, "/readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        a.say("q", "r1", &body).await["type"],
+        "ack",
+        "the same id goes through now"
+    );
+    assert_eq!(a.message("q").await["id"], "r1");
+}

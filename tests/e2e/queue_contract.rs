@@ -76,6 +76,96 @@ async fn rabbitmq_passes_the_contract() {
     cleaning_up(made, case).await;
 }
 
+/// The arguments RabbitMQ holds for `queue` (`rabbitmqctl list_queues`), as (key, value).
+fn declared_arguments(queue: &str) -> Vec<(String, serde_json::Value)> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_queues",
+            "-p",
+            "/",
+            "name",
+            "arguments",
+            "--formatter",
+            "json",
+        ])
+        .output()
+        .expect("rabbitmqctl runs where RabbitMQ does");
+    let queues: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .unwrap_or_else(|| panic!("{queue} is not declared"));
+    q["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_str().unwrap().to_owned(), a[2].clone()))
+        .collect()
+}
+
+/// Since RabbitMQ 4.0, a quorum queue without a dead-letter target drops a message
+/// returned more than 20 times (its default delivery limit). The ingest partitions carry
+/// their own limit, far above any MAX_ATTEMPTS, and dead-letter past it, at least once.
+/// RabbitMQ 4 cannot run here (it needs Erlang 26; Debian bookworm has 25 and RabbitMQ
+/// 3.10), so the declared arguments are checked, and the behaviour past the limit on 3.10,
+/// which has both settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_partitions_dead_letter_past_their_delivery_limit_instead_of_dropping() {
+    let made = Arc::new(Mutex::new(Vec::new()));
+    let registry = made.clone();
+    let case = async move {
+        let q = connect(contract::options()).await;
+        registry.lock().unwrap().push(q.clone());
+        let partition = format!("{}.ingest.0", q.prefix());
+        let args = declared_arguments(&partition);
+        let arg = |k: &str| {
+            args.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(arg("x-delivery-limit"), Some(1000.into()), "{args:?}");
+        assert!(
+            arg("x-delivery-limit").unwrap().as_u64().unwrap() > 100,
+            "above MAX_ATTEMPTS' range"
+        );
+        assert_eq!(arg("x-dead-letter-strategy"), Some("at-least-once".into()));
+        assert_eq!(arg("x-overflow"), Some("reject-publish".into()));
+        assert_eq!(arg("x-dead-letter-exchange"), Some("".into()));
+        assert_eq!(
+            arg("x-dead-letter-routing-key"),
+            Some(format!("{}.dead", q.prefix()).into())
+        );
+        assert_eq!(arg("x-single-active-consumer"), Some(true.into()));
+
+        // A message whose consumers keep dying: returned to the queue again and again.
+        let env = contract::envelope("room-limit", "returned");
+        q.publish(&env.room, env.to_json()).await.unwrap();
+        let mut c = q.consumer().await.unwrap();
+        let mut returns = 0;
+        loop {
+            let got = contract::collect(&mut *c, 1, Duration::from_secs(2)).await;
+            let Some(d) = got.into_iter().next() else {
+                break;
+            };
+            assert!(returns <= 1000, "delivered past its limit");
+            returns += 1;
+            drop(d); // a consumer that died holding it: back to the queue
+        }
+        assert!(returns >= 1000, "delivered {returns} times only");
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(
+            dead.len(),
+            1,
+            "past the limit it is a dead letter, not gone"
+        );
+        assert!(dead[0].reason.contains("RabbitMQ"), "{}", dead[0].reason);
+    };
+    cleaning_up(made, case).await;
+}
+
 #[tokio::test]
 async fn rabbitmq_connect_failure_names_the_url_without_its_password() {
     let url = "amqp://guest:secret@127.0.0.1:1/%2f?prefix=ct-refused";

@@ -10,11 +10,13 @@
 
 use super::{DeadLetter, DeadLetterFilter, QueueError};
 use crate::ids::RoomId;
+use sqlx::sqlite::SqliteConnection;
 use sqlx::sqlite::SqliteSynchronous;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, Transaction};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
@@ -24,7 +26,8 @@ const GROUP_MAX: usize = 512;
 /// Rows per multi-row statement (SQLite allows 32,766 parameters).
 const ROWS_PER_INSERT: usize = 256;
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS queue_health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS queue_messages (
         id INTEGER PRIMARY KEY,
         room TEXT NOT NULL,
@@ -53,6 +56,7 @@ const REQUESTED: &str = "SELECT id, room, payload FROM queue_dead WHERE replay =
 const UNBURY: &str = "DELETE FROM queue_dead WHERE id = $1";
 const REQUEST: &str = "UPDATE queue_dead SET replay = 1 WHERE id = $1";
 const PURGE: &str = "DELETE FROM queue_dead";
+const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, $1)";
 
 /// A message as the file keeps it.
 pub(super) struct Queued {
@@ -88,6 +92,8 @@ enum Op {
         reason: String,
         done: oneshot::Sender<Result<(), QueueError>>,
     },
+    /// A write that carries nothing, to learn whether commits work again.
+    Probe(oneshot::Sender<Result<(), QueueError>>),
     /// Moves dead letters back as fresh messages with the given ids.
     Unbury {
         rows: Vec<(i64, u64, RoomId, Vec<u8>)>,
@@ -101,6 +107,8 @@ pub(super) struct Journal {
     path: PathBuf,
     /// `None` when another process owns the file.
     ops: Option<mpsc::UnboundedSender<Op>>,
+    /// Why the last commit failed (disk full, I/O), until one succeeds.
+    failure: Arc<Mutex<Option<String>>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -143,11 +151,13 @@ impl Journal {
             pool,
             path: path.to_owned(),
             ops: None,
+            failure: Arc::default(),
             _lock: lock,
         };
         if journal._lock.is_some() {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(commit_loop(journal.pool.clone(), rx));
+            let failure = journal.failure.clone();
+            tokio::spawn(commit_loop(journal.pool.clone(), rx, failure));
             journal.ops = Some(tx);
         }
         Ok(journal)
@@ -315,7 +325,13 @@ impl Journal {
         Ok(done.rows_affected() as usize)
     }
 
+    /// Readiness: the file answers, and after a failed commit, a probe write goes
+    /// through (so readiness comes back by itself once space returns).
     pub(super) async fn ping(&self) -> Result<(), QueueError> {
+        let failing = lock(&self.failure).is_some();
+        if failing && self.is_owner() {
+            return self.ask(Op::Probe).await;
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
@@ -366,8 +382,16 @@ fn own(path: &Path) -> std::io::Result<Option<std::fs::File>> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Commits what was asked, a group per transaction, until every sender is gone.
-async fn commit_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn commit_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -381,13 +405,15 @@ async fn commit_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Op>) {
         if let Err(e) = &result {
             error!(error = %e, ops = group.len(), "the queue file refused a commit; the senders get unavailable");
         }
+        *lock(&failure) = result.clone().err();
         for op in group {
             let answer = result.clone().map_err(QueueError::Unavailable);
             match op {
                 Op::Append { done, .. }
                 | Op::Retry { done, .. }
                 | Op::Bury { done, .. }
-                | Op::Unbury { done, .. } => {
+                | Op::Unbury { done, .. }
+                | Op::Probe(done) => {
                     let _ = done.send(answer);
                 }
                 Op::Remove(_) => {}
@@ -397,7 +423,21 @@ async fn commit_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Op>) {
 }
 
 async fn commit(pool: &SqlitePool, group: &[Op]) -> Result<(), String> {
-    let mut tx = pool
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| format!("opening the queue file: {e}"))?;
+    let result = commit_on(&mut conn, group).await;
+    if result.is_err() {
+        // Its transaction state is unknown after a failed commit (a full disk makes
+        // SQLite roll back on its own): never reuse it.
+        conn.close_on_drop();
+    }
+    result
+}
+
+async fn commit_on(conn: &mut SqliteConnection, group: &[Op]) -> Result<(), String> {
+    let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(|e| format!("starting a queue transaction: {e}"))?;
@@ -406,6 +446,7 @@ async fn commit(pool: &SqlitePool, group: &[Op]) -> Result<(), String> {
     for op in group {
         let done = match op {
             Op::Append { .. } => continue,
+            Op::Probe(_) => sqlx::query(PROBE).bind(now).execute(&mut *tx).await,
             Op::Remove(id) => sqlx::query(DELETE).bind(*id as i64).execute(&mut *tx).await,
             Op::Retry {
                 id,

@@ -97,9 +97,16 @@ async fn fetch_unacked(
         .await?;
         let Some(m) = got else { break };
         let headers = m.delivery.properties.headers().as_ref();
+        // Past the delivery limit the broker moves a message itself, with its own headers.
+        let by_broker = header_string(headers, "x-first-death-reason")
+            .map(|r| format!("moved here by RabbitMQ ({r}): returned to the queue too often"));
         out.push(DeadLetter {
-            attempts: header_u32(headers, ATTEMPTS).unwrap_or(0),
-            reason: header_string(headers, REASON).unwrap_or_default(),
+            attempts: header_u32(headers, ATTEMPTS)
+                .or_else(|| header_u32(headers, DELIVERY_COUNT))
+                .unwrap_or(0),
+            reason: header_string(headers, REASON)
+                .or(by_broker)
+                .unwrap_or_default(),
             payload: m.delivery.data,
         });
     }

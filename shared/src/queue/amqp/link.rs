@@ -28,6 +28,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Returns of one message to an ingest partition before the broker dead-letters it.
+pub(super) const DELIVERY_LIMIT: i32 = 1000;
 
 /// The supervised connection and what is known about the topology.
 pub(super) struct Link {
@@ -178,10 +180,28 @@ impl Link {
         name: &str,
     ) -> Result<Channel, QueueError> {
         if !self.classic_ingest.load(Ordering::Relaxed) {
-            let mut args = single_active_consumer();
+            let mut args = self.ingest_arguments();
             args.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString("quorum".into()),
+            );
+            // RabbitMQ 4 gives quorum queues a delivery limit of 20 and drops a message
+            // past it when there is no dead-letter target. Returns (a consumer died, a
+            // delivery was handed back) count toward it; courier's own retries republish
+            // and do not. So: a limit far above any MAX_ATTEMPTS (at most 100), and past
+            // it the message is dead-lettered, at least once, never dropped.
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(DELIVERY_LIMIT),
+            );
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            // At-least-once dead-lettering requires it (there is no length limit).
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
             );
             match ch
                 .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
@@ -204,11 +224,26 @@ impl Link {
             ch.queue_declare(
                 name.into(),
                 QueueDeclareOptions::durable(),
-                single_active_consumer(),
+                self.ingest_arguments(),
             ),
         )
         .await?;
         Ok(ch)
+    }
+
+    /// What every ingest partition is declared with, whatever its kind: one consumer at a
+    /// time, and what the broker itself rejects goes to the dead-letter queue.
+    fn ingest_arguments(&self) -> FieldTable {
+        let mut args = single_active_consumer();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.names.dead.as_str().into()),
+        );
+        args
     }
 
     /// Declares the retry queue of `delay_ms` for the ingest `partition` once per session
