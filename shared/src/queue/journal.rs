@@ -518,7 +518,10 @@ async fn insert_appends(tx: &mut Transaction<'_, Sqlite>, group: &[Op]) -> Resul
             }
             sql.push_str("(?,?,?)");
         }
-        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() == ROWS_PER_INSERT);
+        // Cached: the one-row statement (light traffic) and the full one (heavy); the
+        // sizes between are too many to cache.
+        let cached = chunk.len() == 1 || chunk.len() == ROWS_PER_INSERT;
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(cached);
         for (id, room, payload) in chunk {
             q = q.bind(*id as i64).bind(room.as_str()).bind(*payload);
         }
