@@ -7,6 +7,9 @@ pub struct Links {
     finder: LinkFinder,
 }
 
+/// Most links kept per message, so a crafted body cannot produce a huge list.
+const MAX_LINKS: usize = 50;
+
 impl Links {
     pub fn new() -> Self {
         let mut finder = LinkFinder::new();
@@ -27,14 +30,19 @@ impl Stage for Links {
     }
 
     fn apply(&self, draft: &mut Draft<'_>) {
+        let links = &mut draft.enriched.links;
         for link in self.finder.links(&draft.body) {
+            if links.len() >= MAX_LINKS {
+                break;
+            }
             let url = link.as_str();
             // Only web links: a `javascript:` or `data:` URL is not something to linkify.
-            let lower = url.to_ascii_lowercase();
-            if (lower.starts_with("http://") || lower.starts_with("https://"))
-                && !draft.enriched.links.iter().any(|l| l == url)
-            {
-                draft.enriched.links.push(url.to_owned());
+            let web = ["http://", "https://"].iter().any(|s| {
+                url.get(..s.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(s))
+            });
+            if web && !links.iter().any(|l| l == url) {
+                links.push(url.to_owned());
             }
         }
     }
@@ -57,5 +65,18 @@ mod tests {
             d.enriched.links,
             ["https://example.org", "http://example.com/c?d=1"]
         );
+    }
+
+    #[test]
+    fn keeps_at_most_fifty_and_any_scheme_case() {
+        let text: String = (0..80).map(|i| format!("HTTPS://x.org/{i} ")).collect();
+        let mut d = Draft {
+            original: &text,
+            body: text.clone(),
+            enriched: Default::default(),
+        };
+        Links::new().apply(&mut d);
+        assert_eq!(d.enriched.links.len(), MAX_LINKS);
+        assert_eq!(d.enriched.links[0], "HTTPS://x.org/0");
     }
 }

@@ -23,14 +23,18 @@ impl Stage for MentionsAndHashtags {
         let text = draft.body.as_str();
         let mut finder = LinkFinder::new();
         finder.kinds(&[LinkKind::Url]);
-        let links: Vec<(usize, usize)> = finder.links(text).map(|l| (l.start(), l.end())).collect();
-        let in_link = |i: usize| links.iter().any(|&(s, e)| i >= s && i < e);
+        // Links come in order and do not overlap, so one cursor walks them alongside the text.
+        let mut links = finder.links(text).map(|l| l.start()..l.end()).peekable();
         let mut prev: Option<char> = None;
         for (i, c) in text.char_indices() {
             let boundary =
                 prev.is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == '@' || p == '#'));
             prev = Some(c);
-            if !boundary || in_link(i) || (c != '@' && c != '#') {
+            if !boundary || (c != '@' && c != '#') {
+                continue;
+            }
+            while links.next_if(|l| l.end <= i).is_some() {}
+            if links.peek().is_some_and(|l| l.start <= i) {
                 continue;
             }
             let rest = &text[i + 1..];
@@ -88,6 +92,14 @@ mod tests {
         let (m, h) = run("@alice, ping @bob. #rust #Rust_2024 #rust and #1 mail a@b.com");
         assert_eq!(m, ["alice", "bob"]);
         assert_eq!(h, ["rust", "Rust_2024"]);
+    }
+
+    #[test]
+    fn skips_every_link_of_many() {
+        let (m, h) =
+            run("https://a.org/#x @a https://b.org/@y #b https://c.org/#z https://d.org/@w @c");
+        assert_eq!(m, ["a", "c"]);
+        assert_eq!(h, ["b"]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //!
 //! A new stage is one file implementing [`Stage`] plus one line in [`Pipeline::standard`].
 
+mod fold;
 mod language;
+mod lexicon;
 mod links;
 mod mentions;
 mod moderation;
+mod scan;
 
 pub use language::Language;
 pub use links::Links;
@@ -39,6 +42,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// Moderation first, so later stages only ever see the censored text.
     pub fn standard() -> Self {
+        // Compiled here (about a millisecond) rather than while the first message waits.
+        lexicon::Lexicon::get();
         Self::new(vec![
             Box::new(Moderation),
             Box::new(Links::new()),
