@@ -3,12 +3,14 @@
 use crate::app::App;
 use crate::auth::{bearer, same_secret};
 use crate::error::ApiError;
+use crate::page::{Keep, PAGE_BUDGET, page_json};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use shared::protocol::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, check_body};
+use shared::protocol::{ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, check_body};
 use shared::{ClientMsgId, RoomId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,10 +47,11 @@ pub async fn post_message(
     State(app): State<Arc<App>>,
     Path(raw_room): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     authorize(&app, &headers)?;
     let room = room(&raw_room)?;
+    let body = read_body(&app, body).await?;
     let v: Value = serde_json::from_slice(&body)
         .ok()
         .filter(Value::is_object)
@@ -69,13 +72,42 @@ pub async fn post_message(
     ))
 }
 
-/// `GET /api/rooms/{room}/messages?since=N&limit=L`: messages with seq > since, oldest first.
+/// The request body, within the frame limit and the HTTP header timeout (a body sent a
+/// byte at a time would otherwise hold the connection for as long as it likes).
+async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
+    let within = app.config.limits.http_header_timeout();
+    match tokio::time::timeout(within, axum::body::to_bytes(body, crate::ws::MAX_FRAME)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::TooLarge,
+                    "request bodies are limited to 64 KiB",
+                ))
+            } else {
+                tracing::debug!(error = %e, "reading a request body failed");
+                Err(ApiError::bad_request("the request body could not be read"))
+            }
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BadRequest,
+            "the request body did not arrive in time",
+        )),
+    }
+}
+
+/// `GET /api/rooms/{room}/messages?since=N&limit=L`: messages with seq > since, oldest
+/// first, cut to the oldest that fit one page (the caller pages on with `since`).
 pub async fn get_messages(
     State(app): State<Arc<App>>,
     Path(raw_room): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let room = room(&raw_room)?;
     let number = |name: &str| -> Result<Option<u64>, ApiError> {
@@ -99,5 +131,10 @@ pub async fn get_messages(
         .after(&room, since, limit)
         .await
         .map_err(|e| ApiError::store(&e))?;
-    Ok(Json(json!({ "room": room, "messages": messages })))
+    let room = serde_json::to_string(&room).map_err(|_| ApiError::bad_request("bad room"))?;
+    let fixed = r#"{"room":,"messages":}"#.len() + room.len();
+    let (page, _) = page_json(&messages, PAGE_BUDGET.saturating_sub(fixed), Keep::Oldest);
+    let body = format!(r#"{{"room":{room},"messages":{page}}}"#);
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, json)], body).into_response())
 }

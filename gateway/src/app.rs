@@ -21,6 +21,8 @@ pub struct App {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub identity: Identity,
+    /// Pages that may open `/ws` (`ALLOWED_ORIGINS`).
+    pub origins: crate::origin::Origins,
     pub metrics: PrometheusHandle,
     pub shutdown: Shutdown,
     /// Open WebSocket connections.

@@ -12,18 +12,42 @@ use worker::WorkerSettings;
     about = "courier gateway: WebSocket chat and HTTP API in front of the ingest queue",
     long_about = "courier gateway: accepts WebSocket clients and HTTP calls, publishes what \
                   clients send onto the ingest queue, and delivers processed messages to every \
-                  member of a room. With QUEUE_URL=memory (the default) it also runs the workers \
-                  in-process, so one command gives a complete chat server."
+                  member of a room. With the embedded queues (QUEUE_URL=sqlite://…, the default, \
+                  or memory) it also runs the workers in-process, so one command gives a \
+                  complete chat server."
 )]
 pub struct GatewayConfig {
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// HS256 secret; when set, every WebSocket client must present a valid token
-    /// (`?token=` or `Authorization: Bearer`) whose `sub` is the user and which has `exp`.
+    /// HS256 secret, at least 32 bytes (e.g. `openssl rand -base64 48`); when set, every
+    /// WebSocket client must present a valid token (`?token=`, `Authorization: Bearer`, or
+    /// `bearer.<token>` in `Sec-WebSocket-Protocol` beside `courier`) whose `sub` is the
+    /// user and which has `exp` (`nbf`, when present, is checked). Unset, identities are
+    /// self-chosen (`?user=`), and the gateway says so in its log at start.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// With JWT_SECRET: the audience a token's `aud` must name. Unset, any `aud` (or none)
+    /// is accepted, as identity providers put their own there.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// With JWT_SECRET: the issuer a token's `iss` must be. Unset, any (or none).
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Comma-separated origins (`https://chat.example.com`) a browser may open /ws from;
+    /// `*` allows any. Unset, only the request's own origin (its Host). A request without
+    /// Origin (not a browser) is always allowed; a refused one gets 403.
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// Address for /metrics alone (e.g. `0.0.0.0:9090`); /metrics on the client port then
+    /// answers 404. Unset, /metrics is served on BIND.
+    #[arg(long, env = "METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 
     /// Bearer token for the HTTP API; unset, the HTTP API refuses every call with 401.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
@@ -54,6 +78,13 @@ pub struct Limits {
     #[arg(long, env = "OUTBOUND_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u32).range(8..=65_536))]
     pub outbound_buffer: u32,
 
+    /// Bytes of frames waiting to be written to one WebSocket client, replies and room
+    /// messages together. Beyond it, room messages are left to a resync from the store and
+    /// the client's commands wait; a client whose socket then takes nothing is closed
+    /// with 1008.
+    #[arg(long, env = "OUTBOUND_BUFFER_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(262_144..=1_073_741_824))]
+    pub outbound_buffer_bytes: u64,
+
     /// Sustained commands per second one connection may send (any type).
     #[arg(long, env = "RATE_PER_SEC", default_value_t = 20.0)]
     pub rate_per_sec: f64,
@@ -65,6 +96,18 @@ pub struct Limits {
     /// Open WebSocket connections this gateway accepts; beyond it, upgrades get 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+
+    /// Open TCP connections on BIND that are not WebSockets (yet): requests being sent or
+    /// answered, idle kept-alive connections. Beyond it a new connection is closed at
+    /// once. The gateway holds at most MAX_CONNECTIONS + this many client sockets.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_http_connections: u32,
+
+    /// Seconds an HTTP connection has to send a complete request head, counted from its
+    /// opening and again after each answer (so it is also how long a connection may sit
+    /// idle), and to send a request body; then it is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_secs: u64,
 
     /// Rooms one connection may be joined to at once.
     #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -105,7 +148,14 @@ impl Limits {
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
     }
+
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_secs(self.http_header_timeout_secs)
+    }
 }
+
+/// Shortest HS256 secret accepted: a key shorter than the hash (32 bytes) is guessable.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl GatewayConfig {
     /// Checks what clap cannot: cross-field rules and value ranges of floats.
@@ -114,9 +164,26 @@ impl GatewayConfig {
         if !(r.is_finite() && r > 0.0 && r <= 100_000.0) {
             return Err(format!("RATE_PER_SEC must be in (0, 100000], got {r}"));
         }
-        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
-            return Err("JWT_SECRET is set but empty; unset it for development identities".into());
+        match self.jwt_secret.as_deref() {
+            Some("") => {
+                return Err(
+                    "JWT_SECRET is set but empty; unset it for development identities".into(),
+                );
+            }
+            Some(s) if s.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(format!(
+                    "JWT_SECRET is {} bytes; HS256 needs at least {MIN_JWT_SECRET_BYTES} \
+                     (e.g. `openssl rand -base64 48`)",
+                    s.len()
+                ));
+            }
+            Some(_) => {}
+            None if self.jwt_audience.is_some() || self.jwt_issuer.is_some() => {
+                return Err("JWT_AUDIENCE and JWT_ISSUER need JWT_SECRET".into());
+            }
+            None => {}
         }
+        crate::origin::Origins::parse(self.allowed_origins.as_deref())?;
         if self.api_token.as_deref().is_some_and(str::is_empty) {
             return Err("API_TOKEN is set but empty; unset it to refuse the HTTP API".into());
         }

@@ -20,8 +20,6 @@ pub enum Error {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Worker(#[from] worker::Error),
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// An HTTP API error: a status and `{"error":CODE,"message":...}`. Internal details are
@@ -50,6 +48,10 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +73,7 @@ impl From<CommandError> for ApiError {
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, e.code, e.message)

@@ -8,7 +8,10 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod ops;
+pub mod origin;
+pub mod page;
 pub mod ratelimit;
+pub mod serve;
 pub mod web;
 pub mod ws;
 
@@ -19,8 +22,8 @@ use app::App;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use hub::Hub;
+use serve::ServeLimits;
 use shared::GatewayId;
 use shared::queue::{self, FeedEvent, Queue, QueueUrl};
 use shared::shutdown::{self as sd, Shutdown};
@@ -34,13 +37,14 @@ use tracing::info;
 use worker::{Store, Worker};
 
 /// Serves on `listener` until `shutdown` fires, then drains: clients are told 1012,
-/// embedded workers finish the in-memory queue, and it returns.
+/// embedded workers finish the in-memory queue, and it returns, at most `DRAIN_SECS`
+/// after `shutdown` for what clients do.
 pub async fn run(
     config: GatewayConfig,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    config.validate().map_err(Error::Config)?;
+    let (origins, metrics_listener) = prepare(&config).await?;
     let url = config.backend.queue_url()?;
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
     let store = Store::connect(&config.backend.database_url, config.worker.store_options()).await?;
@@ -67,7 +71,8 @@ pub async fn run(
     ));
 
     let app = Arc::new(App {
-        identity: auth::Identity::new(config.jwt_secret.as_deref()),
+        identity: auth::Identity::new(&config),
+        origins,
         config,
         gateway,
         queue: queue.clone(),
@@ -84,20 +89,14 @@ pub async fn run(
         .unwrap_or_default();
     info!(%addr, gateway = %app.gateway, queue = %shared::config::redact_url(&app.config.backend.queue_url), "gateway listening");
 
-    // Without TCP_NODELAY, a reply written right after another waits for the client's
-    // delayed ACK (about 40 ms): every ack-then-message pair and every burst pays it.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
-        }
-    });
-    let served = axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown({
-            let s = shutdown.clone();
-            async move { s.fired().await }
-        })
-        .await;
-    drain(&app, queue.as_ref(), url == QueueUrl::Memory).await;
+    let stopping = serve_clients(&app, listener, metrics_listener).await;
+    drain(
+        &app,
+        queue.as_ref(),
+        url == QueueUrl::Memory,
+        stopping + app.config.limits.drain(),
+    )
+    .await;
     workers_stop.fire();
     if let Some(w) = workers {
         match w.await {
@@ -107,25 +106,92 @@ pub async fn run(
     }
     delivery.abort();
     info!(gateway = %app.gateway, "gateway stopped");
-    served.map_err(Error::Serve)
+    Ok(())
 }
 
-/// The gateway's routes over its state.
+/// Checks the settings, binds `METRICS_BIND`, and warns when identities are self-chosen.
+async fn prepare(config: &GatewayConfig) -> Result<(origin::Origins, Option<TcpListener>), Error> {
+    config.validate().map_err(Error::Config)?;
+    let origins =
+        origin::Origins::parse(config.allowed_origins.as_deref()).map_err(Error::Config)?;
+    let metrics = match config.metrics_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: format!("METRICS_BIND {addr}"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    if config.jwt_secret.is_none() {
+        tracing::warn!(
+            "JWT_SECRET is not set: clients choose who they are (?user=NAME, or a guest name); set it for real identities"
+        );
+    }
+    Ok((origins, metrics))
+}
+
+/// Serves clients (and `/metrics` on its own listener) until shutdown; returns when the
+/// gateway began stopping.
+async fn serve_clients(
+    app: &Arc<App>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+) -> Instant {
+    let limits = ServeLimits {
+        listener: "client",
+        max_open: app.config.limits.max_http_connections as usize,
+        header_timeout: app.config.limits.http_header_timeout(),
+        drain: app.config.limits.drain(),
+    };
+    let metrics = metrics.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            info!(addr = %a, "gateway metrics listening");
+        }
+        // Scrapers only: a few connections are plenty.
+        let limits = ServeLimits {
+            listener: "metrics",
+            max_open: 64,
+            ..limits.clone()
+        };
+        let router = metrics_router(app.clone());
+        tokio::spawn(serve::serve(l, router, limits, app.shutdown.clone()))
+    });
+    let stopping = serve::serve(listener, router(app.clone()), limits, app.shutdown.clone()).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    stopping
+}
+
+/// The gateway's routes over its state (`/metrics` only without `METRICS_BIND`).
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/ws", get(ws::upgrade))
         .route(
             "/api/rooms/{room}/messages",
             post(api::post_message).get(api::get_messages),
         )
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/", get(web::index))
+        .route("/readyz", get(ops::readyz));
+    if app.config.metrics_bind.is_none() {
+        r = r.route("/metrics", get(ops::metrics));
+    }
+    r.route("/", get(web::index))
         .route("/client.js", get(web::client_js))
         .route("/app.js", get(web::app_js))
         .route("/style.css", get(web::style_css))
         .layer(DefaultBodyLimit::max(ws::MAX_FRAME))
+        .with_state(app)
+}
+
+/// The routes of the `METRICS_BIND` listener.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
         .with_state(app)
 }
 
@@ -159,12 +225,9 @@ async fn deliver(
     }
 }
 
-/// Waits for clients to be closed, then (embedded topology) for the in-memory queue to
-/// empty, so nothing acked is left unprocessed; bounded by `DRAIN_SECS`.
 /// Waits for clients to leave; with the volatile queue, also for it to empty (a durable
-/// queue keeps what is left for the next start).
-async fn drain(app: &App, queue: &dyn Queue, volatile: bool) {
-    let deadline = Instant::now() + app.config.limits.drain();
+/// queue keeps what is left for the next start); until `deadline` at most.
+async fn drain(app: &App, queue: &dyn Queue, volatile: bool, deadline: Instant) {
     while app.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -215,7 +215,8 @@ async function loadOlder(r) {
     const page = await client.history(r.name, { before, limit: HISTORY_PAGE });
     r.loadedOnce = true;
     prepend(r, page);
-    if (page.length < HISTORY_PAGE || (page.length && page[0].seq <= 1)) r.noMore = true;
+    // A page may hold fewer than asked (large messages): only the first seq ends it.
+    if (!page.length || page[0].seq <= 1) r.noMore = true;
   } catch (e) {
     if (rooms.get(r.name) === r) notify(`Could not load older messages: ${e.message}`);
   } finally {
@@ -399,7 +400,8 @@ function showRoom(r) {
 
 function start({ user, token }) {
   signedInAs = user || null;
-  client = new CourierClient({ user, token });
+  // A token rides in the subprotocol, not the URL: it stays out of logs and history.
+  client = new CourierClient({ user, token, tokenVia: 'protocol' });
   client.on('state', showState);
   client.on('message', onMessage);
   client.on('error', (e) => notify(e.message));

@@ -11,8 +11,10 @@
 export const NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 /** Largest message body, in UTF-8 bytes. */
 export const MAX_BODY_BYTES = 4096;
-/** Largest `history` page the gateway serves. */
+/** Largest `history` page the gateway serves (a page of large messages holds fewer). */
 export const HISTORY_MAX = 200;
+/** The subprotocol the gateway speaks; offered with the token when `tokenVia` is `protocol`. */
+export const SUBPROTOCOL = 'courier';
 
 /** Error codes the client retries by itself (the command was not run). */
 const RETRIED = new Set(['unavailable', 'rate_limited']);
@@ -22,6 +24,7 @@ const DEFAULTS = {
   url: undefined,
   user: undefined,
   token: undefined,
+  tokenVia: 'query',
   minDelay: 250,
   maxDelay: 10000,
   factor: 2,
@@ -318,9 +321,12 @@ export class CourierClient {
     try {
       const base = this._o.url || defaultUrl();
       const u = new URL(base, globalThis.location ? globalThis.location.href : undefined);
-      if (token) u.searchParams.set('token', token);
-      else if (this._o.user) u.searchParams.set('user', this._o.user);
-      ws = new this._WS(u.toString());
+      // A browser cannot set headers on a WebSocket: the token rides either in the URL or,
+      // kept out of URLs and logs, as `bearer.<token>` beside the `courier` subprotocol.
+      const inProtocol = token && this._o.tokenVia === 'protocol';
+      if (token && !inProtocol) u.searchParams.set('token', token);
+      else if (!token && this._o.user) u.searchParams.set('user', this._o.user);
+      ws = inProtocol ? new this._WS(u.toString(), [SUBPROTOCOL, `bearer.${token}`]) : new this._WS(u.toString());
     } catch (e) {
       this._fail(gen, e);
       return;
@@ -578,12 +584,21 @@ export class CourierClient {
     r.filling = true;
     const gen = this._gen;
     try {
+      let below = null; // paging down a window whose page was cut to fit one frame
       while (this._rooms.get(r.name) === r && r.joined && gen === this._gen) {
         this._drain(r);
         if (r.last >= r.highest) break;
-        const before = Math.min(r.last + 1 + HISTORY_MAX, r.highest + 1);
-        const page = await this.history(r.name, { before, limit: HISTORY_MAX });
+        const top = Math.min(r.last + 1 + HISTORY_MAX, r.highest + 1);
+        const before = below !== null && below > r.last + 1 && below <= top ? below : top;
+        below = null;
+        const page = await this.history(r.name, { before, limit: before - r.last - 1 });
         if (this._rooms.get(r.name) !== r || !r.joined || gen !== this._gen) break;
+        if (page.length && page[0].seq > r.last + 1) {
+          // The gateway cut the page to its newest messages: keep them, page on below.
+          for (const m of page) if (r.buffer.size < this._o.maxBuffered) r.buffer.set(m.seq, m);
+          below = page[0].seq;
+          continue;
+        }
         let progressed = false;
         for (const m of page) {
           if (m.seq === r.last + 1) {

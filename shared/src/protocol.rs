@@ -23,6 +23,8 @@ pub const REPLAY_MAX: u64 = 500;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
+    /// Not allowed here: an upgrade from an origin outside `ALLOWED_ORIGINS`.
+    Forbidden,
     NotJoined,
     TooLarge,
     RateLimited,
@@ -35,6 +37,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BadRequest => "bad_request",
+            Self::Forbidden => "forbidden",
             Self::NotJoined => "not_joined",
             Self::TooLarge => "too_large",
             Self::RateLimited => "rate_limited",
@@ -195,7 +198,9 @@ fn parse_fields(obj: &Map<String, Value>) -> Result<Command, CommandError> {
     })
 }
 
-/// Checks a message body against the contract: non-empty, at most 4096 UTF-8 bytes.
+/// Checks a message body against the contract: non-empty, at most 4096 UTF-8 bytes, and
+/// no control character but tab, line feed and carriage return. A NUL cannot be stored
+/// in PostgreSQL text, and each other control character is written as a six-byte escape.
 pub fn check_body(body: &str) -> Result<(), CommandError> {
     if body.is_empty() {
         return Err(bad("body must not be empty"));
@@ -207,6 +212,14 @@ pub fn check_body(body: &str) -> Result<(), CommandError> {
                 "body is {} bytes; the limit is {MAX_BODY_BYTES}",
                 body.len()
             ),
+        ));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(bad(
+            "body must not hold control characters other than tab, line feed and carriage return",
         ));
     }
     Ok(())
@@ -346,6 +359,24 @@ mod tests {
             "é".repeat(2048)
         );
         assert!(parse_command(&exact).is_ok());
+    }
+
+    #[test]
+    fn bodies_with_control_characters_are_bad_requests() {
+        for body in [
+            "a\u{0}b",
+            "\u{1b}[31m",
+            "del \u{7f}",
+            "c1 \u{85}",
+            "\u{1f}🙂",
+        ] {
+            assert_eq!(
+                check_body(body).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{body:?}"
+            );
+        }
+        assert!(check_body("Total:\t€12.50\r\nДоставка 🚚\n").is_ok());
     }
 
     #[test]

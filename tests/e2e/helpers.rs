@@ -159,7 +159,7 @@ impl Drop for TestGateway {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client over tokio-tungstenite. Its halves are public so a test can send
 /// and read at the same time, as a real client does.
@@ -195,7 +195,7 @@ impl Client {
         Self::from_ws(ws)
     }
 
-    fn from_ws(ws: Ws) -> Self {
+    pub fn from_ws(ws: Ws) -> Self {
         let (sink, stream) = ws.split();
         Self {
             sink,

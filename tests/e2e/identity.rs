@@ -4,7 +4,8 @@ use crate::helpers::*;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::json;
 
-const SECRET: &str = "test-jwt-secret";
+/// HS256 secrets are at least 32 bytes.
+const SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 
 fn token(claims: serde_json::Value, secret: &str) -> String {
     encode(
@@ -43,7 +44,7 @@ async fn development_identities() {
     let mut guest = Client::connect(&g.ws_url("")).await;
     let hello = guest.recv().await;
     let user = hello["user"].as_str().unwrap();
-    assert!(user.starts_with("guest-") && user.len() == 10, "{user}");
+    assert!(user.starts_with("guest-") && user.len() == 22, "{user}");
     assert_eq!(upgrade_status(&g, "?user=bad%20name", None).await, 401);
     assert_eq!(
         upgrade_status(&g, &format!("?user={}", "x".repeat(65)), None).await,

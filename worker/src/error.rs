@@ -31,11 +31,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Queue(_) | Self::WritesFailing(_) => true,
-            Self::Store(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
-                // SQLite: BUSY, LOCKED and their extended codes. PostgreSQL: class 40
-                // (serialization, deadlock).
-                matches!(&*c, "5" | "6" | "261" | "262" | "517") || c.starts_with("40")
-            }) || self.is_outage(),
+            Self::Store(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|c| {
+                    // SQLite: BUSY, LOCKED and their extended codes. PostgreSQL: class 40
+                    // (serialization, deadlock).
+                    matches!(&*c, "5" | "6" | "261" | "262" | "517") || c.starts_with("40")
+                }) || self.is_outage()
+            }
             Self::Store(
                 sqlx::Error::RowNotFound
                 | sqlx::Error::ColumnDecode { .. }

@@ -44,8 +44,9 @@ class Clock {
 function fakeSockets() {
   const sockets = [];
   class FakeSocket {
-    constructor(url) {
+    constructor(url, protocols) {
       this.url = url;
+      this.protocols = protocols;
       this.readyState = 0;
       this.sent = [];
       this.closedWith = null;
@@ -164,6 +165,49 @@ test('connects with ?user= or with a token (also from a function, called per att
   c.client.connect();
   await flush();
   assert.equal(c.last().url, 'ws://gw.test/ws?token=async-tok');
+});
+
+test('with tokenVia protocol the token rides in the subprotocols, beside courier, not in the URL', async () => {
+  const jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ6b2VfNDIifQ.c2ln';
+  const t = setup({ user: undefined, token: () => jwt, tokenVia: 'protocol' });
+  t.client.connect();
+  assert.equal(t.last().url, 'ws://gw.test/ws');
+  assert.deepEqual(t.last().protocols, ['courier', `bearer.${jwt}`]);
+  t.last().accept('zoe_42');
+  assert.equal(t.client.user, 'zoe_42');
+
+  const q = setup({ user: undefined, token: jwt });
+  q.client.connect();
+  assert.equal(q.last().url, `ws://gw.test/ws?token=${jwt}`, 'the query string stays the default');
+  assert.equal(q.last().protocols, undefined);
+  const u = setup({ tokenVia: 'protocol' });
+  u.client.connect();
+  assert.equal(u.last().url, 'ws://gw.test/ws?user=alice', 'no token: ?user= as before');
+  assert.equal(u.last().protocols, undefined);
+});
+
+test('history pages cut to fit one frame are paged on below, and nothing is lost or repeated', async () => {
+  const t = setup();
+  const ws = await joined(t, 'lobby', 0);
+  ws.push(msg('lobby', 1));
+  for (let s = 300; s <= 305; s++) ws.push(msg('lobby', s)); // 2..299 missing
+  let pages = 0;
+  for (let round = 0; round < 200 && t.got.length < 305; round++) {
+    await flush();
+    for (const cmd of ws.take('history')) {
+      // Large messages: the gateway answers with only the newest 7 below `before`.
+      const before = cmd.before ?? 306;
+      const messages = [];
+      for (let s = Math.max(1, before - Math.min(cmd.limit, 7)); s < before; s++) {
+        messages.push(msg('lobby', s, { body: `€${s}.99 🚚 `.repeat(200) }));
+      }
+      ws.push({ type: 'history', room: cmd.room, messages, ref: cmd.ref });
+      pages++;
+    }
+  }
+  assert.ok(pages > 40, `paged in small steps: ${pages}`);
+  assert.deepEqual(t.got, Array.from({ length: 305 }, (_, i) => `lobby:${i + 1}`));
+  assert.deepEqual(t.errors.filter((e) => e.code === 'gap'), [], 'a cut page is not a gap');
 });
 
 test('delivers each seq once, in order, and drops repeats', async () => {

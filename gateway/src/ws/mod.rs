@@ -1,10 +1,12 @@
 //! `GET /ws`: identity before the upgrade, then one reader and one writer per connection.
 
+mod outbox;
 mod session;
 mod writer;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::page::MAX_SERVER_FRAME;
 use crate::ratelimit::TokenBucket;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -31,7 +33,10 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// and leave in one socket write when the queue is empty (or this much has piled up).
 const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
-const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// tungstenite refuses a frame that does not fit beside what the write buffer holds
+/// (at most `WRITE_BUFFER` when a frame is fed), and that refusal ends the connection:
+/// the limit leaves room for the largest frame the server builds, and its header.
+const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + MAX_SERVER_FRAME + 1024;
 
 #[derive(Deserialize)]
 pub struct WsParams {
@@ -45,6 +50,12 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    if !app.origins.allows(&headers) {
+        tracing::info!(origin = ?headers.get(axum::http::header::ORIGIN), "upgrade from an origin not in ALLOWED_ORIGINS refused");
+        return Err(ApiError::forbidden(
+            "this page's origin may not open /ws (ALLOWED_ORIGINS)",
+        ));
+    }
     let user = app
         .identity
         .user(params.token.as_deref(), params.user.as_deref(), &headers)?;
@@ -54,7 +65,9 @@ pub async fn upgrade(
             "this gateway is full or stopping; try another",
         ));
     }
+    // A browser that offers subprotocols fails the handshake unless one is answered.
     Ok(ws
+        .protocols([crate::auth::SUBPROTOCOL])
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
@@ -82,34 +95,40 @@ async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
     let session_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(%user, conn, "client connected");
 
-    let buffer = app.config.limits.outbound_buffer as usize;
+    let limits = &app.config.limits;
+    let buffer = limits.outbound_buffer as usize;
     let (tx, mut rx) = mpsc::channel(buffer);
     let lagging = Arc::new(AtomicBool::new(false));
+    let budget =
+        outbox::Budget::new(usize::try_from(limits.outbound_buffer_bytes).unwrap_or(usize::MAX));
     let hello = ServerEvent::Hello {
         user: &user,
         session: &session_id,
         gateway: &app.gateway,
     };
-    let _ = tx.try_send(crate::hub::Outbound::Frame(hello.to_json().into()));
+    let hello = crate::hub::Outbound::Frame(hello.to_json().into());
+    budget.reserve(outbox::cost(&hello)).await;
+    let _ = tx.try_send(hello);
 
-    let limits = &app.config.limits;
     let mut session = Session {
         app: app.clone(),
         user,
         conn,
         tx,
         lagging: lagging.clone(),
+        budget: budget.clone(),
         joined: HashSet::new(),
         bucket: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
     };
     let (mut sink, mut stream) = socket.split();
-    let writer = Writer::new(&mut sink, app.store.clone(), lagging, buffer);
+    let intake = outbox::Intake::new(&mut rx, budget, lagging);
+    let writer = Writer::new(&mut sink, intake, app.store.clone(), buffer);
     let exit = tokio::select! {
         r = session.read(&mut stream) => match r {
             ReaderExit::Gone => None,
             ReaderExit::Close(code, reason) => Some((code, reason)),
         },
-        w = writer.run(&mut rx, app.shutdown.clone(), limits.heartbeat()) => match w {
+        w = writer.run(app.shutdown.clone(), limits.heartbeat()) => match w {
             WriterExit::Drained | WriterExit::Broken => None,
             WriterExit::Close(code, reason) => Some((code, reason)),
         },

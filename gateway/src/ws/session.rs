@@ -1,7 +1,9 @@
 //! A connection's reader: parses each command, runs it, queues the reply for the writer.
 
+use super::outbox::{self, Budget};
 use crate::app::App;
 use crate::hub::{ConnId, JoinedReply, LeftReply, Member, Outbound};
+use crate::page::history_frame;
 use crate::ratelimit::TokenBucket;
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
@@ -27,6 +29,8 @@ pub struct Session {
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     pub lagging: Arc<AtomicBool>,
+    /// Bytes waiting for the writer; replies wait for room in it.
+    pub budget: Arc<Budget>,
     pub joined: HashSet<RoomId>,
     pub bucket: TokenBucket,
 }
@@ -102,6 +106,13 @@ impl Session {
             Ok(None) => return true,
             Err(e) => Outbound::Frame(e.to_event().to_json().into()),
         };
+        self.queue(item).await
+    }
+
+    /// Queues an item for the writer once the connection's bytes leave room for it (a
+    /// client that does not read gets no more replies); false when the writer is gone.
+    async fn queue(&mut self, item: Outbound) -> bool {
+        self.budget.reserve(outbox::cost(&item)).await;
         self.tx.send(item).await.is_ok()
     }
 
@@ -171,12 +182,9 @@ impl Session {
                             None,
                         )
                     })?;
-                let ev = ServerEvent::History {
-                    room: &room,
-                    messages: &messages,
-                    reference: reference.as_deref(),
-                };
-                Ok(Some(Outbound::Frame(ev.to_json().into())))
+                // Cut to the newest messages that fit one frame; the client pages on.
+                let frame = history_frame(&room, &messages, reference.as_deref());
+                Ok(Some(Outbound::Frame(frame.into())))
             }
             Command::Ping => Ok(Some(Outbound::Frame(
                 ServerEvent::Pong {
@@ -210,7 +218,7 @@ impl Session {
                 ));
             }
             // Joining goes first, so live messages that race the join are kept, not lost.
-            if self.tx.send(Outbound::Joining(room.clone())).await.is_err() {
+            if !self.queue(Outbound::Joining(room.clone())).await {
                 return Ok(None);
             }
             let member = Member {
@@ -219,7 +227,7 @@ impl Session {
             };
             if let Err(e) = self.app.hub.join(&room, self.conn, member).await {
                 tracing::warn!(%room, error = %e, "binding a room failed");
-                let _ = self.tx.send(Outbound::Abandon(room)).await;
+                self.queue(Outbound::Abandon(room)).await;
                 return Err(unavailable("the queue is not answering"));
             }
         }
@@ -230,7 +238,7 @@ impl Session {
                 tracing::error!(%room, error = %e, "reading a room's head failed");
                 if fresh {
                     self.app.hub.leave(&room, self.conn).await;
-                    let _ = self.tx.send(Outbound::Abandon(room)).await;
+                    self.queue(Outbound::Abandon(room)).await;
                 }
                 return Err(unavailable("the store is not answering"));
             }
@@ -262,6 +270,7 @@ fn read_error(e: axum::Error) -> ReaderExit {
         Some(tungstenite::Error::Capacity(_)) => {
             ReaderExit::Close(1009, "frame larger than 64 KiB")
         }
+        Some(tungstenite::Error::Utf8(_)) => ReaderExit::Close(1007, "text frame is not UTF-8"),
         _ => ReaderExit::Gone,
     }
 }

@@ -5,11 +5,13 @@
 //! messages read from the store (never a gap). Replays for `join` with `since` go through
 //! the same cursor, which is what joins replay and live traffic without a seam.
 //!
-//! When the hub could not queue a message because the buffer was full, the connection
-//! is lagging: once the writer has drained its buffer it reads each room's head and
-//! writes what it missed from the store. A write that stays blocked while the
-//! connection lags means the client is not reading: it is closed with 1008.
+//! When a room message could not be queued (the frame queue or the byte bound was
+//! full), the connection is lagging: once the writer has drained its queue it reads each
+//! room's head and writes what it missed from the store. A write that stays blocked
+//! while the connection lags or is over its byte bound means the client is not reading:
+//! it is closed with 1008 (see `outbox`).
 
+use super::outbox::{self, Intake};
 use crate::hub::{JoinedReply, LeftReply, Outbound};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
@@ -17,13 +19,12 @@ use shared::protocol::{REPLAY_MAX, ServerEvent};
 use shared::shutdown::Shutdown;
 use shared::{RoomId, StoredMessage};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use worker::Store;
 
-/// Longest a single socket write may take before the client is considered gone.
+/// Longest a single socket write may take: a client that takes nothing for this long
+/// stopped reading, and is closed with 1008.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a blocked write checks whether the connection fell behind.
 const BLOCKED_CHECK: Duration = Duration::from_millis(100);
@@ -50,7 +51,7 @@ enum Cursor {
 
 pub struct Writer<'a, S> {
     sink: &'a mut S,
-    lagging: Arc<AtomicBool>,
+    intake: Intake<'a>,
     store: Store,
     rooms: HashMap<RoomId, Cursor>,
     /// Bound of a room's early-arrival list, the same as the outbound buffer.
@@ -66,10 +67,10 @@ impl<'a, S> Writer<'a, S>
 where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    pub fn new(sink: &'a mut S, store: Store, lagging: Arc<AtomicBool>, max_early: usize) -> Self {
+    pub fn new(sink: &'a mut S, intake: Intake<'a>, store: Store, max_early: usize) -> Self {
         Self {
             sink,
-            lagging,
+            intake,
             store,
             rooms: HashMap::new(),
             max_early,
@@ -80,37 +81,41 @@ where
     }
 
     /// Writes until the reader is gone, the buffer overflowed, or the gateway stops.
-    pub async fn run(
-        mut self,
-        rx: &mut mpsc::Receiver<Outbound>,
-        shutdown: Shutdown,
-        heartbeat: Duration,
-    ) -> WriterExit {
+    pub async fn run(mut self, shutdown: Shutdown, heartbeat: Duration) -> WriterExit {
         let stopping = shutdown.fired();
         tokio::pin!(stopping);
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         loop {
-            let step = tokio::select! {
+            let next = tokio::select! {
                 biased;
                 _ = &mut stopping => return WriterExit::Close(1012, "gateway restarting; reconnect with since"),
-                item = rx.recv() => match item {
-                    Some(item) => self.handle(item).await,
+                item = self.intake.next() => match item {
+                    Some(item) => Some(item),
                     None => return WriterExit::Drained,
                 },
-                _ = ping.tick() => self.write(Message::Ping(Default::default())).await,
+                _ = ping.tick() => None,
+            };
+            let step = match next {
+                Some(item) => {
+                    let cost = outbox::cost(&item);
+                    let step = self.handle(item).await;
+                    self.intake.done(cost);
+                    step
+                }
+                None => self.write(Message::Ping(Default::default())).await,
             };
             if let Err(exit) = step {
                 return exit;
             }
-            if rx.is_empty()
-                && self.lagging.swap(false, Ordering::Relaxed)
+            if self.intake.is_empty()
+                && self.intake.lagging.swap(false, Ordering::Relaxed)
                 && let Err(exit) = Box::pin(self.resync()).await
             {
                 return exit;
             }
             // Frames are fed, not flushed, one by one: a burst for this client goes out
             // in one socket write once nothing more is waiting.
-            if rx.is_empty()
+            if self.intake.is_empty()
                 && let Err(exit) = self.flush().await
             {
                 return exit;
@@ -155,7 +160,7 @@ where
             }
             Outbound::Abandon(room) => {
                 if matches!(self.rooms.get(&room), Some(Cursor::Joining(_))) {
-                    self.rooms.remove(&room);
+                    self.forget(&room);
                 }
                 Ok(())
             }
@@ -171,7 +176,7 @@ where
             }
             Outbound::Left(l) => {
                 let LeftReply { room, reference } = *l;
-                self.rooms.remove(&room);
+                self.forget(&room);
                 let ev = ServerEvent::Left {
                     room: &room,
                     reference: reference.as_deref(),
@@ -186,7 +191,7 @@ where
             }
             // Caught up later, once the buffer is drained, so a join in progress is included.
             Outbound::Resync => {
-                self.lagging.store(true, Ordering::Relaxed);
+                self.intake.lagging.store(true, Ordering::Relaxed);
                 Ok(())
             }
             Outbound::Close(code, reason) => Err(WriterExit::Close(code, reason)),
@@ -226,21 +231,36 @@ where
             cursor = self.write_from_store(&room, from, head).await?;
         }
         self.rooms.insert(room.clone(), Cursor::Live(cursor));
-        for (seq, frame) in early {
-            self.live(&room, seq, frame).await?;
+        let mut early = early.into_iter();
+        while let Some((seq, frame)) = early.next() {
+            let cost = frame.len();
+            let written = self.live(&room, seq, frame).await;
+            self.intake.done(cost);
+            if let Err(exit) = written {
+                early.for_each(|(_, f)| self.intake.done(f.len()));
+                return Err(exit);
+            }
         }
         Ok(())
+    }
+
+    /// Drops a room's cursor, and the bytes of what it held back, if anything.
+    fn forget(&mut self, room: &RoomId) {
+        if let Some(Cursor::Joining(early)) = self.rooms.remove(room) {
+            early.iter().for_each(|(_, f)| self.intake.done(f.len()));
+        }
     }
 
     async fn live(&mut self, room: &RoomId, seq: u64, frame: Utf8Bytes) -> Result<(), WriterExit> {
         let last = match self.rooms.get_mut(room) {
             None => return Ok(()),
             Some(Cursor::Joining(early)) => {
-                // Beyond the bound, drop and resync from the store later.
-                if early.len() >= self.max_early {
-                    self.lagging.store(true, Ordering::Relaxed);
-                } else {
+                // Held back, it still counts against the byte bound; beyond either
+                // bound, drop it and resync from the store later.
+                if early.len() < self.max_early && self.intake.budget.try_admit(frame.len()) {
                     early.push((seq, frame));
+                } else {
+                    self.intake.missed();
                 }
                 return Ok(());
             }
@@ -302,7 +322,7 @@ where
     async fn write(&mut self, msg: Message) -> Result<(), WriterExit> {
         self.unflushed = true;
         let feed = self.sink.feed(msg);
-        drive(feed, &self.lagging).await
+        drive(feed, &mut self.intake).await
     }
 
     /// Writes out what was fed, if anything.
@@ -311,14 +331,15 @@ where
             return Ok(());
         }
         let flush = self.sink.flush();
-        drive(flush, &self.lagging).await
+        drive(flush, &mut self.intake).await
     }
 }
 
-/// Completes a socket write. A write the socket does not take while the connection lags
-/// means the client stopped reading: give up on it with 1008 (the close frame then queues
-/// behind the frame in flight).
-async fn drive<F>(write: F, lagging: &AtomicBool) -> Result<(), WriterExit>
+/// Completes a socket write. While it is blocked, what arrives for the connection is
+/// taken and counted; a write the socket does not take while the connection lags or is
+/// over its byte bound, or for `WRITE_TIMEOUT`, means the client stopped reading: give up
+/// on it with 1008 (the close frame then queues behind the frame in flight).
+async fn drive<F>(write: F, intake: &mut Intake<'_>) -> Result<(), WriterExit>
 where
     F: std::future::Future<Output = Result<(), axum::Error>>,
 {
@@ -329,29 +350,28 @@ where
     if let std::task::Poll::Ready(r) = first {
         return r.map_err(|_| WriterExit::Broken);
     }
-    let write = tokio::time::timeout(WRITE_TIMEOUT, write);
-    tokio::pin!(write);
+    let deadline = tokio::time::sleep(WRITE_TIMEOUT);
+    tokio::pin!(deadline);
+    let start = tokio::time::Instant::now() + BLOCKED_CHECK;
+    let mut check = tokio::time::interval_at(start, BLOCKED_CHECK);
     loop {
         tokio::select! {
             biased;
-            r = &mut write => {
-                return match r {
-                    Ok(Ok(())) => Ok(()),
-                    _ => Err(WriterExit::Broken),
-                };
-            }
-            _ = tokio::time::sleep(BLOCKED_CHECK) => {
-                if lagging.load(Ordering::Relaxed) {
+            r = &mut write => return r.map_err(|_| WriterExit::Broken),
+            _ = &mut deadline => return Err(slow_consumer()),
+            _ = check.tick() => {
+                if intake.stalled() {
                     return Err(slow_consumer());
                 }
             }
+            _ = intake.hold_next() => {}
         }
     }
 }
 
 fn slow_consumer() -> WriterExit {
     metrics::counter!("courier_slow_consumer_closes_total").increment(1);
-    WriterExit::Close(1008, "outbound buffer full; reconnect with since")
+    WriterExit::Close(1008, "not reading; reconnect with since")
 }
 
 fn serialize(m: &StoredMessage) -> Utf8Bytes {
