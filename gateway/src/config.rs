@@ -98,8 +98,8 @@ pub struct Limits {
     pub max_connections: u32,
 
     /// Open TCP connections on BIND that are not WebSockets (yet): requests being sent or
-    /// answered, idle kept-alive connections. Beyond it a new connection is closed at
-    /// once. The gateway holds at most MAX_CONNECTIONS + this many client sockets.
+    /// answered, idle kept-alive connections. Beyond it a new connection is answered 503
+    /// and closed. The gateway holds at most MAX_CONNECTIONS + this many client sockets.
     #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_http_connections: u32,
 

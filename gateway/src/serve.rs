@@ -59,6 +59,11 @@ impl Drop for Open {
     }
 }
 
+/// What a connection beyond the cap gets.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+    content-length: 48\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
+    too many open connections to this server; retry\n";
+
 /// Serves `router` on `listener` until `shutdown`; then stops accepting, lets each open
 /// connection finish its request, and drops what is left after `drain`. Returns when it
 /// began stopping.
@@ -92,7 +97,9 @@ pub async fn serve(
                 listener = limits.listener,
                 "connection refused: too many open HTTP connections"
             );
-            continue; // dropped: closed at once
+            // Said without reading the request (that is what the cap saves), then closed.
+            let _ = tcp.try_write(TOO_MANY);
+            continue;
         }
         // Without TCP_NODELAY, a reply written right after another waits for the client's
         // delayed ACK (about 40 ms): every ack-then-message pair and every burst pays it.

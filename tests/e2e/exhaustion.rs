@@ -377,3 +377,16 @@ async fn sigterm_exits_within_drain_secs_plus_5_whatever_clients_do() {
     assert_eq!(reader.recv_or_close().await.err(), Some(1012));
     flood.abort();
 }
+
+/// Beyond `MAX_HTTP_CONNECTIONS`, a connection is told 503 (with `Retry-After`) and
+/// closed, without the server reading what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_the_cap_is_answered_503_and_closed() {
+    let g = TestGateway::start_with(|c| c.limits.max_http_connections = 2).await;
+    let held = [half_sent(g.addr).await, half_sent(g.addr).await];
+    sleep(Duration::from_millis(200)).await; // both accepted and counted
+    let refused = answer(g.addr, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    drop(held);
+}

@@ -513,11 +513,11 @@ async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
     std::fs::remove_file(filler).unwrap();
     let store = g.store().await;
     let room = shared::RoomId::parse("full").unwrap();
-    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.head(&room).await.unwrap() < 150 || readyz(&g).await != 200 {
         assert!(
             tokio::time::Instant::now() < end,
-            "no recovery within 15 s of space returning"
+            "no recovery within 10 s of space returning"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
