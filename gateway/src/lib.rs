@@ -52,12 +52,7 @@ pub async fn run(
 
     let (workers_stop, workers_sd) = sd::channel();
     let workers = url.is_embedded().then(|| {
-        let w = Worker::new(
-            queue.clone(),
-            store.clone(),
-            config.worker.clone(),
-            config.backend.max_attempts,
-        );
+        let w = Worker::new(queue.clone(), store.clone(), config.worker.clone());
         tokio::spawn(w.run(workers_sd))
     });
 

@@ -4,7 +4,7 @@
 //! loses, repeats and reorders nothing on either screen. Screenshots of the page are
 //! saved under `target/test-artifacts/`.
 
-use crate::helpers::{self, TestGateway, WAIT};
+use crate::helpers::{self, TestGateway, WAIT, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -284,14 +284,6 @@ fn artifacts() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     target.join("test-artifacts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until `url` answers 200.

@@ -60,27 +60,11 @@ async fn metrics_page(addr: SocketAddr) -> String {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Posts `n` messages of 4000 bytes to `room` and waits until `reader` got them all.
 async fn fill_room(addr: SocketAddr, reader: &mut Client, room: &str, n: usize) {
-    let http = reqwest::Client::new();
     for i in 0..n {
         let body = json!({"id":format!("fill-{i}"),"from":"seeder","body":realistic_body(i, 4000)});
-        let r = http
-            .post(format!("http://{addr}/api/rooms/{room}/messages"))
-            .bearer_auth(API_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        assert_eq!(post_message(addr, room, body).await.status(), 202);
     }
     for _ in 0..n {
         reader.message(room).await;

@@ -383,7 +383,7 @@ async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again(
     });
     let mut settings = config(&db).worker;
     settings.workers = 1;
-    let mut w = worker::Worker::new(queue.clone(), store.clone(), settings, 3);
+    let mut w = worker::Worker::new(queue.clone(), store.clone(), settings);
     w.enrich = Arc::new(worker::enrich::Pipeline::new(vec![
         Box::new(Crash),
         Box::new(worker::enrich::Links::new()),

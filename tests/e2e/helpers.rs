@@ -141,14 +141,28 @@ impl TestGateway {
     }
 
     pub async fn post(&self, room: &str, body: Value) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(self.url(&format!("/api/rooms/{room}/messages")))
-            .bearer_auth(API_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        post_message(self.addr, room, body).await
     }
+}
+
+/// `POST /api/rooms/{room}/messages` to the gateway at `addr`, with the API token.
+pub async fn post_message(addr: SocketAddr, room: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/rooms/{room}/messages"))
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A port nothing listens on right now, for servers a test starts on a port of its own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for TestGateway {

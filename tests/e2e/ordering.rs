@@ -7,6 +7,7 @@ use crate::cluster::{Backend, Cluster};
 use crate::helpers::*;
 use serde_json::json;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 
 /// Connections per round that pipeline into one room at the same time, and the sends
 /// each makes without waiting for an ack.
@@ -70,13 +71,13 @@ async fn senders_pipeline_at_once(clients: Vec<Client>, room: &str) {
 
 /// A backend posts `n` messages one after another for one `from`; a member sees them
 /// stored in that order.
-async fn posts_keep_their_order(watcher: &mut Client, post: impl AsyncPost, room: &str, n: usize) {
+async fn posts_keep_their_order(watcher: &mut Client, gateway: SocketAddr, room: &str, n: usize) {
     watcher.join(room).await;
     let Client { rx, .. } = watcher;
     let posting = async {
         for i in 0..n {
             let body = json!({"id":format!("api-{i}"),"from":"backend","body":format!("deploy {i} took 12.5 s")});
-            assert_eq!(post.post(room, body).await, 202);
+            assert_eq!(post_message(gateway, room, body).await.status(), 202);
         }
     };
     let reading = async {
@@ -93,31 +94,6 @@ async fn posts_keep_their_order(watcher: &mut Client, post: impl AsyncPost, room
         got, want,
         "HTTP posts are stored in the order they were made"
     );
-}
-
-/// Posts one message over the HTTP API, answering its status.
-trait AsyncPost {
-    async fn post(&self, room: &str, body: serde_json::Value) -> u16;
-}
-
-impl AsyncPost for &TestGateway {
-    async fn post(&self, room: &str, body: serde_json::Value) -> u16 {
-        TestGateway::post(self, room, body).await.status().as_u16()
-    }
-}
-
-impl AsyncPost for std::net::SocketAddr {
-    async fn post(&self, room: &str, body: serde_json::Value) -> u16 {
-        reqwest::Client::new()
-            .post(format!("http://{self}/api/rooms/{room}/messages"))
-            .bearer_auth(API_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +114,7 @@ async fn each_sender_keeps_its_order_with_two_to_four_embedded_workers() {
             senders_pipeline_at_once(clients, &format!("order-{round}")).await;
         }
         let mut watcher = g.client("watcher").await;
-        posts_keep_their_order(&mut watcher, &g, "order-api", 200).await;
+        posts_keep_their_order(&mut watcher, g.addr, "order-api", 200).await;
     }
 }
 

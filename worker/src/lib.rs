@@ -53,7 +53,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
         telemetry::metrics_handle();
         tokio::spawn(telemetry::serve(bind, queue.clone(), shutdown.clone()))
     });
-    let result = Worker::new(queue, store, config.settings, config.backend.max_attempts)
+    let result = Worker::new(queue, store, config.settings)
         .run(shutdown)
         .await;
     if let Some(m) = metrics {

@@ -27,23 +27,15 @@ pub struct Worker {
     pub store: Store,
     pub enrich: Arc<Pipeline>,
     pub settings: WorkerSettings,
-    /// `MAX_ATTEMPTS`: beyond it, a delivery that was never settled is dead-lettered.
-    pub max_attempts: u32,
 }
 
 impl Worker {
-    pub fn new(
-        queue: Arc<dyn Queue>,
-        store: Store,
-        settings: WorkerSettings,
-        max_attempts: u32,
-    ) -> Self {
+    pub fn new(queue: Arc<dyn Queue>, store: Store, settings: WorkerSettings) -> Self {
         Self {
             queue,
             store,
             enrich: Arc::new(Pipeline::standard()),
             settings,
-            max_attempts,
         }
     }
 

@@ -260,6 +260,29 @@ pub trait RoomBinding: Send + Sync {
     async fn unbind(&self, room: &RoomId) -> Result<(), QueueError>;
 }
 
+/// Room interest kept in the process, for backends whose feed carries every room and is
+/// filtered here (in-process, SQS): binding is a set insert.
+pub(crate) struct RoomSet(pub(crate) Arc<std::sync::Mutex<std::collections::HashSet<RoomId>>>);
+
+#[async_trait]
+impl RoomBinding for RoomSet {
+    async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.clone());
+        Ok(())
+    }
+
+    async fn unbind(&self, room: &RoomId) -> Result<(), QueueError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room);
+        Ok(())
+    }
+}
+
 /// A message that ended in the dead-letter place.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {

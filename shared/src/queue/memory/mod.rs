@@ -7,7 +7,7 @@ use super::journal::Journal;
 use super::lanes::{DeadItem, Item, State};
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Delivery, FeedEvent, Queue, QueueError, QueueOptions,
-    RoomBinding, Settle, Settled, Subscription, Token,
+    RoomSet, Settle, Settled, Subscription, Token,
 };
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
@@ -269,7 +269,7 @@ impl Queue for MemoryQueue {
                 tx,
             });
         Ok(Subscription {
-            rooms: Box::new(MemoryBinding { rooms }),
+            rooms: Box::new(RoomSet(rooms)),
             events: rx,
         })
     }
@@ -335,29 +335,6 @@ impl Queue for MemoryQueue {
         let n = st.dead.len();
         st.dead.clear();
         Ok(n)
-    }
-}
-
-struct MemoryBinding {
-    rooms: Arc<Mutex<HashSet<RoomId>>>,
-}
-
-#[async_trait]
-impl RoomBinding for MemoryBinding {
-    async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room.clone());
-        Ok(())
-    }
-
-    async fn unbind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(room);
-        Ok(())
     }
 }
 

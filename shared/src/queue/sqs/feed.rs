@@ -15,9 +15,8 @@ use super::codec;
 use super::fanout::{DISCOVER_EVERY, unpack};
 use super::{Shared, batch};
 use crate::ids::{GatewayId, RoomId};
-use crate::queue::{FeedEvent, QueueError, RoomBinding, Subscription};
+use crate::queue::{FeedEvent, QueueError, RoomSet, Subscription};
 use crate::shutdown::backoff;
-use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -70,7 +69,8 @@ pub(super) async fn subscribe(
     tokio::spawn(late_resync(feed.tx.clone()));
     tokio::spawn(feed.run());
     Ok(Subscription {
-        rooms: Box::new(Binding { rooms }),
+        // Room interest is kept here: every gateway queue gets every room's messages.
+        rooms: Box::new(RoomSet(rooms)),
         events: rx,
     })
 }
@@ -266,29 +266,5 @@ async fn late_resync(tx: mpsc::Sender<FeedEvent>) {
         _ = tokio::time::sleep(LATE_RESYNC) => {
             let _ = tx.send(FeedEvent::Interrupted).await;
         }
-    }
-}
-
-/// Room interest is kept here: every gateway queue gets every room's messages.
-struct Binding {
-    rooms: Arc<Mutex<HashSet<RoomId>>>,
-}
-
-#[async_trait]
-impl RoomBinding for Binding {
-    async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room.clone());
-        Ok(())
-    }
-
-    async fn unbind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(room);
-        Ok(())
     }
 }
