@@ -7,6 +7,7 @@ pub mod message;
 pub mod protocol;
 pub mod queue;
 pub mod shutdown;
+pub mod sqlite;
 pub mod time;
 
 pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};

@@ -10,14 +10,12 @@ use std::time::Duration;
 
 /// Opens the database (running migrations) and installs a trigger written in SQL.
 async fn with_trigger(db_url: &str, sql: &str) {
-    let store = worker::Store::connect(db_url, Default::default())
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    store.pool().close().await;
+    drop(
+        worker::Store::connect(db_url, Default::default())
+            .await
+            .unwrap(),
+    );
+    exec_sql(db_url, sql).await;
 }
 
 const POISON: &str = "CREATE TRIGGER poison BEFORE INSERT ON messages \
@@ -116,10 +114,7 @@ async fn embedded_dead_letters_are_listed_and_replayed_with_worker_dlq() {
     );
     assert_eq!(line["attempts"], 2);
     // The cause is fixed; the running gateway replays it.
-    sqlx::query("DROP TRIGGER poison")
-        .execute(g.store().await.pool())
-        .await
-        .unwrap();
+    exec_sql(&g.db_url, "DROP TRIGGER poison").await;
     assert!(dlq(&["replay", "--all"]).contains("replayed 1"));
     let m = a.message("lobby").await;
     assert_eq!((m["id"].as_str(), m["seq"].as_u64()), (Some("p1"), Some(1)));

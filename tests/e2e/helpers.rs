@@ -409,10 +409,9 @@ pub struct TempPostgres {
 impl TempPostgres {
     pub async fn create() -> Self {
         use sqlx::Connection;
-        sqlx::any::install_default_drivers();
         let admin = postgres_admin_url();
         let name = format!("courier_test_{}", unique_suffix());
-        let mut conn = sqlx::AnyConnection::connect(&admin)
+        let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is not reachable (the README's test command starts it): {e}"));
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -442,7 +441,7 @@ impl Drop for TempPostgres {
                 .unwrap();
             rt.block_on(async {
                 use sqlx::Connection;
-                if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                     let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&mut conn)
@@ -451,6 +450,24 @@ impl Drop for TempPostgres {
             });
         })
         .join();
+    }
+}
+
+/// Runs `sql` on the database at `url` (SQLite file or PostgreSQL) on a connection of
+/// its own, beside whatever process has it open: how tests install failure triggers.
+pub async fn exec_sql(url: &str, sql: &str) {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let conn = shared::sqlite::rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
+    } else {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} on {url}: {e}"));
     }
 }
 

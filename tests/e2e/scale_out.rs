@@ -235,18 +235,14 @@ async fn poison_message_while_the_room_flows(backend: Backend) {
         &[("MAX_ATTEMPTS", "3"), ("RETRY_DELAY_MS", "100")],
     )
     .await;
-    let store = c.store().await;
-    sqlx::query(
+    drop(c.store().await); // runs the migrations
+    exec_sql(
+        &c.db.url,
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF NEW.body LIKE '%poison-pill%' THEN RAISE EXCEPTION 'poison pill refused by the test trigger'; END IF; RETURN NEW; END $$",
+         BEGIN IF NEW.body LIKE '%poison-pill%' THEN RAISE EXCEPTION 'poison pill refused by the test trigger'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
     )
-    .execute(store.pool())
-    .await
-    .unwrap();
-    sqlx::query("CREATE TRIGGER poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_poison()")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    .await;
     let mut c = c;
     let metrics_addr = free_addr();
     c.add_worker_with(&[("METRICS_BIND", &metrics_addr)]);
@@ -300,10 +296,7 @@ async fn poison_message_while_the_room_flows(backend: Backend) {
             .contains("poison pill refused"),
         "{listed}"
     );
-    sqlx::query("DROP TRIGGER poison ON messages")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    exec_sql(&c.db.url, "DROP TRIGGER poison ON messages").await;
     let (ok, out, err) = c.worker_cli(&["dlq", "replay", "--id", "bad"]);
     assert!(ok, "{err}");
     assert_eq!(

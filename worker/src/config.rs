@@ -14,7 +14,7 @@ pub struct WorkerSettings {
     /// After the first message of a batch, how long a worker keeps topping it up while
     /// more keep arriving, in milliseconds (0: take what is there). Fewer, larger
     /// transactions; it adds at most this much latency, about 1 ms when traffic is light.
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub batch_linger_ms: u64,
 
     /// Concurrent consumers in this process (each with its own batch).
@@ -26,7 +26,7 @@ pub struct WorkerSettings {
     #[arg(long, env = "RETRY_DELAY_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub retry_delay_ms: u64,
 
-    /// Most database connections this process opens (SQLite uses at most 4).
+    /// Most database connections this process opens (SQLite: one writer and up to 3 readers, each on a thread of its own).
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 }

@@ -1,6 +1,7 @@
 //! The worker crate's error type.
 
 use shared::queue::QueueError;
+use shared::sqlite::rusqlite::{self, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,8 +16,14 @@ pub enum Error {
     Config(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// PostgreSQL.
     #[error("store: {0}")]
     Store(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store's connection thread is gone (shutting down).
+    #[error("store: {0}")]
+    StoreGone(#[from] shared::sqlite::Gone),
     #[error("store holds corrupt data: {0}")]
     Corrupt(String),
     /// The last write failed for a reason outside any message (disk full, I/O): the
@@ -32,11 +39,8 @@ impl Error {
         match self {
             Self::Queue(_) | Self::WritesFailing(_) => true,
             Self::Store(sqlx::Error::Database(db)) => {
-                db.code().is_some_and(|c| {
-                    // SQLite: BUSY, LOCKED and their extended codes. PostgreSQL: class 40
-                    // (serialization, deadlock).
-                    matches!(&*c, "5" | "6" | "261" | "262" | "517") || c.starts_with("40")
-                }) || self.is_outage()
+                // Class 40: serialization failure, deadlock.
+                db.code().is_some_and(|c| c.starts_with("40")) || self.is_outage()
             }
             Self::Store(
                 sqlx::Error::RowNotFound
@@ -48,6 +52,12 @@ impl Error {
                 | sqlx::Error::Encode(_),
             ) => false,
             Self::Store(_) => true,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                    || self.is_outage()
+            }
+            Self::Sqlite(_) => false,
+            Self::StoreGone(_) => true,
             Self::Connect { .. } | Self::Config(_) | Self::Corrupt(_) => false,
         }
     }
@@ -58,20 +68,26 @@ impl Error {
     pub fn is_outage(&self) -> bool {
         match self {
             Self::WritesFailing(_) => true,
-            Self::Store(sqlx::Error::Database(db)) => db.code().is_some_and(|c| {
-                let sqlite = c.parse::<u32>().ok().map(|n| n & 0xff);
-                // SQLite: NOMEM, READONLY, IOERR (and its extended codes), CORRUPT's
-                // neighbour FULL, CANTOPEN. PostgreSQL: classes 08 (connection), 53
-                // (resources: disk full, out of memory), 57 (shutdown), 58 (I/O).
-                matches!(sqlite, Some(7 | 8 | 10 | 13 | 14))
-                    || ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p))
-            }),
+            // PostgreSQL: classes 08 (connection), 53 (resources: disk full, out of
+            // memory), 57 (shutdown), 58 (I/O).
+            Self::Store(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p))),
             Self::Store(
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed,
             ) => true,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                ErrorCode::OutOfMemory
+                    | ErrorCode::ReadOnly
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::CannotOpen
+            ),
+            Self::StoreGone(_) => true,
             _ => false,
         }
     }

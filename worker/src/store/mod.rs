@@ -1,17 +1,19 @@
-//! The message store over sqlx: one code path for SQLite and PostgreSQL.
+//! The message store: SQLite (one file, connections on threads of their own) or
+//! PostgreSQL (sqlx), behind one type.
 //!
-//! Writes come in batches, one transaction and a fixed handful of statements per batch
-//! (see `write.rs`); reads serve replay, history and resync.
+//! Writes come in batches, one transaction per batch; reads serve replay, history and
+//! resync. Both backends number a room's messages from a counter row locked in the
+//! batch's transaction, so seq has no gaps.
 
 use crate::error::Error;
-
-mod write;
 use shared::config::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod plan;
+mod postgres;
+mod sqlite;
 
 const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
@@ -54,7 +56,8 @@ impl Stored {
     }
 }
 
-/// Pool bounds for [`Store::connect`].
+/// Connection bounds for [`Store::connect`]: PostgreSQL's pool size; for SQLite, one
+/// writer and `max_connections - 1` readers (1 to 3).
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOptions {
     pub max_connections: u32,
@@ -70,154 +73,90 @@ impl Default for StoreOptions {
     }
 }
 
-/// The message store. Cheap to clone (a pool handle).
+/// The message store. Cheap to clone (handles).
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    /// Set when the store is SQLite.
-    sqlite: Option<Arc<Sqlite>>,
+    backend: Backend,
     /// Why writes are failing (disk full, I/O), until one succeeds again.
     write_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// What only a SQLite store has.
-struct Sqlite {
-    /// SQLite has one writer at a time; queueing here instead of in SQLite's busy
-    /// handler (which sleeps in steps of up to 100 ms) keeps store latency flat.
-    writer: tokio::sync::Mutex<()>,
-    /// The background checkpoint task, stopped with the last clone of the store.
-    checkpoints: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Sqlite {
-    fn drop(&mut self) {
-        self.checkpoints.abort();
-    }
-}
-
-/// How often SQLite's WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// Copies SQLite's WAL into the database file off the commit path. Left to SQLite, the
-/// commit that crosses the WAL threshold does it (with an fsync), and the messages of
-/// that batch wait for it: the latency spikes were tens of milliseconds.
-async fn checkpoints(pool: AnyPool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "background WAL checkpoint failed; retrying in 500 ms (SQLite's own checkpoint at 10,000 pages bounds the WAL meanwhile)");
-        }
-    }
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
-    /// Connects, creates the SQLite file and its folder when missing, and runs migrations.
+    /// Connects (for SQLite: creates the file and its folder) and runs the migrations.
     pub async fn connect(url: &str, opts: StoreOptions) -> Result<Self, Error> {
-        sqlx::any::install_default_drivers();
-        let shown = redact_url(url);
-        let connect_err = |e: &dyn std::fmt::Display| Error::Connect {
+        let connect_err = |reason: String| Error::Connect {
             what: "store",
-            url: shown.clone(),
-            reason: e.to_string(),
+            url: redact_url(url),
+            reason,
         };
-        let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite {
-            prepare_sqlite(url).map_err(|e| connect_err(&e))?
-        } else {
-            url.to_owned()
-        };
-        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(connect_err(&"expected sqlite://PATH or postgres://..."));
-        }
-        let pool = AnyPoolOptions::new()
-            .max_connections(
-                if sqlite {
-                    opts.max_connections.min(4)
-                } else {
-                    opts.max_connections
-                }
-                .max(1),
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(
+                sqlite::SqliteStore::connect(url, opts)
+                    .await
+                    .map_err(connect_err)?,
             )
-            .acquire_timeout(opts.acquire_timeout)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        // Checkpoints run in the background (see `checkpoints`); this is
-                        // only the backstop that bounds the WAL if they fall behind.
-                        sqlx::query("PRAGMA wal_autocheckpoint = 10000")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .map_err(|e| connect_err(&e))?;
-        if sqlite {
-            // WAL lets readers (history, replay) run beside the single writer.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await
-                .map_err(|e| connect_err(&e))?;
-        }
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| connect_err(&e))?;
-        let sqlite = sqlite.then(|| {
-            Arc::new(Sqlite {
-                writer: tokio::sync::Mutex::new(()),
-                checkpoints: tokio::spawn(checkpoints(pool.clone())),
-            })
-        });
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(
+                postgres::PgStore::connect(url, opts)
+                    .await
+                    .map_err(connect_err)?,
+            )
+        } else {
+            return Err(connect_err(
+                "expected sqlite://PATH or postgres://...".into(),
+            ));
+        };
         Ok(Self {
-            pool,
-            sqlite,
+            backend,
             write_failure: Arc::default(),
         })
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    /// Answers when the database does (readiness).
     /// Answers when the store can be read and its last write did not fail for an outage
     /// (readiness: a full disk still answers reads).
     pub async fn ping(&self) -> Result<(), Error> {
         if let Some(reason) = self.write_failure().clone() {
             return Err(Error::WritesFailing(reason));
         }
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(s) => s.ping().await,
+            Backend::Postgres(p) => p.ping().await,
+        }
     }
 
     fn write_failure(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.write_failure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stores a batch in one transaction. Returns one outcome per input, in input order.
+    pub async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let written = match &self.backend {
+            Backend::Sqlite(s) => s.store_batch(batch).await,
+            Backend::Postgres(p) => p.store_batch(batch).await,
+        };
+        match &written {
+            Ok(_) => *self.write_failure() = None,
+            Err(e) if e.is_outage() => *self.write_failure() = Some(e.to_string()),
+            Err(_) => {}
+        }
+        written
+    }
+
     /// The highest stored seq of a room; 0 when it has none.
     pub async fn head(&self, room: &RoomId) -> Result<u64, Error> {
-        let row = sqlx::query(HEAD)
-            .bind(room.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get::<i64, _>(0)?.max(0) as u64,
-            None => 0,
-        })
+        match &self.backend {
+            Backend::Sqlite(s) => s.head(room).await,
+            Backend::Postgres(p) => p.head(room).await,
+        }
     }
 
     /// Up to `limit` messages with `seq > after`, oldest first.
@@ -227,13 +166,7 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, Error> {
-        let rows = sqlx::query(AFTER)
-            .bind(room.as_str())
-            .bind(clamp_i64(after))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode).collect()
+        self.page(true, room, clamp_i64(after), limit).await
     }
 
     /// Up to `limit` messages with `seq < before` (newest when `None`), oldest first.
@@ -243,15 +176,23 @@ impl Store {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, Error> {
-        let rows = sqlx::query(BEFORE)
-            .bind(room.as_str())
-            .bind(before.map_or(i64::MAX, clamp_i64))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut msgs = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let seq = before.map_or(i64::MAX, clamp_i64);
+        let mut msgs = self.page(false, room, seq, limit).await?;
         msgs.reverse();
         Ok(msgs)
+    }
+
+    async fn page(
+        &self,
+        newer: bool,
+        room: &RoomId,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.page(newer, room, seq, limit).await,
+            Backend::Postgres(p) => p.page(newer, room, seq, limit).await,
+        }
     }
 }
 
@@ -259,38 +200,30 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-pub(crate) fn decode(row: &AnyRow) -> Result<StoredMessage, Error> {
-    let text = |i: usize| row.try_get::<String, _>(i);
-    let corrupt = |what: &str| Error::Corrupt(format!("stored {what} is invalid"));
-    Ok(StoredMessage {
-        room: RoomId::parse(&text(0)?).map_err(|_| corrupt("room"))?,
-        seq: row.try_get::<i64, _>(1)?.max(0) as u64,
-        from: UserId::parse(&text(2)?).map_err(|_| corrupt("sender"))?,
-        id: ClientMsgId::parse(&text(3)?).map_err(|_| corrupt("client id"))?,
-        body: text(4)?,
-        sent_at: Timestamp::from_millis(row.try_get::<i64, _>(5)?),
-        enriched: serde_json::from_str(&text(6)?).map_err(|_| corrupt("enrichment"))?,
-        trace: row.try_get::<Option<String>, _>(7)?,
-    })
+/// A `messages` row as the database gives it, before its fields are checked.
+struct RawMessage {
+    room: String,
+    seq: i64,
+    from: String,
+    id: String,
+    body: String,
+    sent_at: i64,
+    enriched: String,
+    trace: Option<String>,
 }
 
-/// Turns `sqlite://PATH[?query]` into a URL that creates the file, and creates its folder.
-fn prepare_sqlite(url: &str) -> Result<String, std::io::Error> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path != ":memory:"
-        && let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
+impl RawMessage {
+    fn decode(self) -> Result<StoredMessage, Error> {
+        let corrupt = |what: &str| Error::Corrupt(format!("stored {what} is invalid"));
+        Ok(StoredMessage {
+            room: RoomId::parse(&self.room).map_err(|_| corrupt("room"))?,
+            seq: self.seq.max(0) as u64,
+            from: UserId::parse(&self.from).map_err(|_| corrupt("sender"))?,
+            id: ClientMsgId::parse(&self.id).map_err(|_| corrupt("client id"))?,
+            body: self.body,
+            sent_at: Timestamp::from_millis(self.sent_at),
+            enriched: serde_json::from_str(&self.enriched).map_err(|_| corrupt("enrichment"))?,
+            trace: self.trace,
+        })
     }
-    Ok(if query.contains("mode=") {
-        url.to_owned()
-    } else if query.is_empty() {
-        format!("sqlite://{path}?mode=rwc")
-    } else {
-        format!("sqlite://{path}?{query}&mode=rwc")
-    })
 }

@@ -2,63 +2,60 @@
 //! from its publish until a worker settled it, and the dead letters after that.
 //!
 //! One process owns the file (an exclusive lock on `PATH.lock`): it alone writes the
-//! message table, through one committer task that puts whatever arrived while the previous
-//! transaction was committing into the next one (group commit), so one commit carries
-//! many connections' messages. A `send` is acked only after its row is committed. Other
-//! processes (`worker dlq …`) may read the dead letters, purge them, and ask the owner to
-//! replay some, which it does within a second.
+//! message table, through one committer thread ([`commit`]) that puts whatever arrived
+//! while the previous transaction was committing into the next one (group commit), so one
+//! commit carries many connections' messages. A `send` is acked only after its row is
+//! committed. Other processes (`worker dlq …`) may read the dead letters, purge them, and
+//! ask the owner to replay some, which it does within a second. Those reads and the rare
+//! writes beside the committer go through a second connection ([`Db`]).
 
 mod commit;
 
 use super::{DeadLetter, DeadLetterFilter, QueueError};
 use crate::ids::RoomId;
-use commit::{Op, commit_loop};
-use sqlx::sqlite::SqliteSynchronous;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, Sqlite, Transaction};
+use crate::sqlite::rusqlite::{self, Connection, TransactionBehavior};
+use crate::sqlite::{Db, OpenOptions};
+use commit::Op;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
 use tracing::warn;
 
 /// Most operations one transaction carries.
 const GROUP_MAX: usize = 512;
-/// Rows per multi-row statement (SQLite allows 32,766 parameters).
-const ROWS_PER_INSERT: usize = 256;
 
-const SCHEMA: [&str; 4] = [
-    "CREATE TABLE IF NOT EXISTS queue_health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS queue_messages (
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS queue_health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS queue_messages (
         id INTEGER PRIMARY KEY,
         room TEXT NOT NULL,
         payload BLOB NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
-        available_at INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS queue_dead (
+        available_at INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE IF NOT EXISTS queue_dead (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         room TEXT NOT NULL,
         payload BLOB NOT NULL,
         attempts INTEGER NOT NULL,
         reason TEXT NOT NULL,
         dead_at INTEGER NOT NULL,
-        replay INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS queue_dead_replay ON queue_dead(replay) WHERE replay = 1",
-];
+        replay INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX IF NOT EXISTS queue_dead_replay ON queue_dead(replay) WHERE replay = 1;";
+// Numbered `?N` parameters: SQLite numbers `$N` ones by first appearance, not by N.
 const LOAD: &str =
     "SELECT id, room, payload, attempts, available_at FROM queue_messages ORDER BY id";
-const DELETE: &str = "DELETE FROM queue_messages WHERE id = $1";
-const RETRY: &str = "UPDATE queue_messages SET attempts = $2, available_at = $3 WHERE id = $1";
+const INSERT: &str = "INSERT INTO queue_messages (id, room, payload) VALUES (?1, ?2, ?3)";
+const DELETE: &str = "DELETE FROM queue_messages WHERE id = ?1";
+const RETRY: &str = "UPDATE queue_messages SET attempts = ?2, available_at = ?3 WHERE id = ?1";
 const BURY: &str = "INSERT INTO queue_dead (room, payload, attempts, reason, dead_at) \
-     VALUES ($1, $2, $3, $4, $5)";
-const LIST_DEAD: &str = "SELECT payload, attempts, reason FROM queue_dead ORDER BY id LIMIT $1";
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+const LIST_DEAD: &str = "SELECT payload, attempts, reason FROM queue_dead ORDER BY id LIMIT ?1";
 const ALL_DEAD: &str = "SELECT id, room, payload FROM queue_dead ORDER BY id";
 const REQUESTED: &str = "SELECT id, room, payload FROM queue_dead WHERE replay = 1 ORDER BY id";
-const UNBURY: &str = "DELETE FROM queue_dead WHERE id = $1";
-const REQUEST: &str = "UPDATE queue_dead SET replay = 1 WHERE id = $1";
+const UNBURY: &str = "DELETE FROM queue_dead WHERE id = ?1";
+const REQUEST: &str = "UPDATE queue_dead SET replay = 1 WHERE id = ?1";
 const PURGE: &str = "DELETE FROM queue_dead";
-const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, $1)";
+const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, ?1)";
 
 /// A message as the file keeps it.
 pub(super) struct Queued {
@@ -72,12 +69,15 @@ pub(super) struct Queued {
 
 /// The open file: for its owner, also the committer.
 pub(super) struct Journal {
-    pool: SqlitePool,
+    /// The second connection: reads, and the writes of processes that do not own it.
+    db: Db,
     path: PathBuf,
-    /// `None` when another process owns the file.
-    ops: Option<mpsc::UnboundedSender<Op>>,
+    /// The committer thread's inbox; `None` when another process owns the file.
+    ops: Option<mpsc::Sender<Op>>,
     /// Why the last commit failed (disk full, I/O), until one succeeds.
     failure: Arc<Mutex<Option<String>>>,
+    /// Settled ids not yet deleted: the committer takes them into its next group.
+    settled: Arc<Mutex<Vec<u64>>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -94,42 +94,33 @@ impl Journal {
                 .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock = own(path).map_err(|e| fail(format!("cannot lock {shown}.lock: {e}")))?;
-        let sync = if sync_full {
-            SqliteSynchronous::Full
-        } else {
-            SqliteSynchronous::Normal
-        };
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{shown}"))
-            .map_err(|e| fail(e.to_string()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
+        let mut options = OpenOptions::new(path);
+        options.sync_full = sync_full;
+        let db = Db::open("queue-db", options.clone())
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        for ddl in SCHEMA {
-            sqlx::query(ddl)
-                .execute(&pool)
-                .await
-                .map_err(|e| fail(format!("creating the queue tables: {e}")))?;
-        }
-        let mut journal = Self {
-            pool,
-            path: path.to_owned(),
-            ops: None,
-            failure: Arc::default(),
-            _lock: lock,
+            .map_err(|e| fail(e.reason))?;
+        db.call(|conn| conn.execute_batch(SCHEMA))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("creating the queue tables: {e}")))?;
+        let failure = Arc::default();
+        let settled = Arc::default();
+        let ops = match lock {
+            Some(_) => Some(
+                commit::start(options, Arc::clone(&failure), Arc::clone(&settled))
+                    .await
+                    .map_err(fail)?,
+            ),
+            None => None,
         };
-        if journal._lock.is_some() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let failure = journal.failure.clone();
-            tokio::spawn(commit_loop(journal.pool.clone(), rx, failure));
-            journal.ops = Some(tx);
-        }
-        Ok(journal)
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+            ops,
+            failure,
+            settled,
+            _lock: lock,
+        })
     }
 
     pub(super) fn is_owner(&self) -> bool {
@@ -138,26 +129,27 @@ impl Journal {
 
     /// Every message still in the file, in publish order.
     pub(super) async fn load(&self) -> Result<Vec<Queued>, QueueError> {
-        let rows = sqlx::query(LOAD)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.unavailable("reading the queue", e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let room: String = r.get(1);
-            let Ok(room) = RoomId::parse(&room) else {
-                warn!(%room, "a queued message with an invalid room name is skipped");
-                continue;
-            };
-            out.push(Queued {
-                id: r.get::<i64, _>(0) as u64,
-                room,
-                payload: r.get(2),
-                attempts: r.get::<i64, _>(3).max(0) as u32,
-                available_at: r.get(4),
-            });
-        }
-        Ok(out)
+        self.on_db("reading the queue", |conn| {
+            let mut statement = conn.prepare(LOAD)?;
+            let mut rows = statement.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let room: String = r.get(1)?;
+                let Ok(room) = RoomId::parse(&room) else {
+                    warn!(%room, "a queued message with an invalid room name is skipped");
+                    continue;
+                };
+                out.push(Queued {
+                    id: r.get::<_, i64>(0)? as u64,
+                    room,
+                    payload: r.get(2)?,
+                    attempts: r.get::<_, i64>(3)?.max(0) as u32,
+                    available_at: r.get(4)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Commits a new message under `id`; Ok once it is on disk.
@@ -176,12 +168,13 @@ impl Journal {
         .await
     }
 
-    /// Forgets settled messages, in the next transaction.
+    /// Forgets settled messages in a later transaction, without waking the committer:
+    /// nobody waits for a delete, and a row a crash leaves behind is only delivered
+    /// again (the store drops the duplicate). So deletes ride along with the next
+    /// group, or go within `SETTLED_FLUSH` when no group comes.
     pub(super) fn remove(&self, ids: impl IntoIterator<Item = u64>) {
-        if let Some(ops) = &self.ops {
-            for id in ids {
-                let _ = ops.send(Op::Remove(id));
-            }
+        if self.ops.is_some() {
+            lock(&self.settled).extend(ids);
         }
     }
 
@@ -220,19 +213,19 @@ impl Journal {
     }
 
     pub(super) async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        let rows = sqlx::query(LIST_DEAD)
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.unavailable("reading the dead letters", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeadLetter {
-                payload: r.get(0),
-                attempts: r.get::<i64, _>(1).max(0) as u32,
-                reason: r.get(2),
-            })
-            .collect())
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.on_db("reading the dead letters", move |conn| {
+            let mut statement = conn.prepare_cached(LIST_DEAD)?;
+            let letters = statement.query_map([max], |r| {
+                Ok(DeadLetter {
+                    payload: r.get(0)?,
+                    attempts: r.get::<_, i64>(1)?.max(0) as u32,
+                    reason: r.get(2)?,
+                })
+            })?;
+            letters.collect()
+        })
+        .await
     }
 
     /// Dead letters the filter selects (owner), or that another process asked to replay
@@ -246,19 +239,22 @@ impl Journal {
         } else {
             REQUESTED
         };
-        let rows = sqlx::query(sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.unavailable("reading the dead letters", e))?;
+        let rows = self
+            .on_db("reading the dead letters", move |conn| {
+                let mut statement = conn.prepare_cached(sql)?;
+                let rows = statement.query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<(i64, String, Vec<u8>)>>>()
+            })
+            .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| {
-                let payload: Vec<u8> = r.get(2);
+            .filter_map(|(id, room, payload)| {
                 if filter.is_some_and(|f| !f.matches(&payload)) {
                     return None;
                 }
-                let room = RoomId::parse(&r.get::<String, _>(1)).ok()?;
-                Some((r.get::<i64, _>(0), room, payload))
+                Some((id, RoomId::parse(&room).ok()?, payload))
             })
             .collect())
     }
@@ -273,25 +269,18 @@ impl Journal {
 
     /// Asks the owner to replay these dead letters (from another process).
     pub(super) async fn request_replay(&self, dead_ids: &[i64]) -> Result<(), QueueError> {
-        let mut tx = self.begin().await?;
-        for id in dead_ids {
-            sqlx::query(REQUEST)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.unavailable("asking for a replay", e))?;
-        }
-        tx.commit()
+        let ids = dead_ids.to_vec();
+        let asked = self
+            .db
+            .call(move |conn| request(conn, &ids))
             .await
-            .map_err(|e| self.unavailable("asking for a replay", e))
+            .map_err(|e| self.unavailable("asking for a replay", e))?;
+        asked.map_err(|(what, e)| self.unavailable(what, e))
     }
 
     pub(super) async fn purge(&self) -> Result<usize, QueueError> {
-        let done = sqlx::query(PURGE)
-            .execute(&self.pool)
+        self.on_db("purging the dead letters", |conn| conn.execute(PURGE, []))
             .await
-            .map_err(|e| self.unavailable("purging the dead letters", e))?;
-        Ok(done.rows_affected() as usize)
     }
 
     /// Readiness: the file answers, and after a failed commit, a probe write goes
@@ -301,20 +290,26 @@ impl Journal {
         if failing && self.is_owner() {
             return self.ask(Op::Probe).await;
         }
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.unavailable("reading the queue", e))
+        self.on_db("reading the queue", |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+        })
+        .await
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, QueueError> {
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.unavailable("starting a transaction", e))
+    /// Runs `work` on the second connection; the error names the file and `what` failed.
+    async fn on_db<R: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, QueueError> {
+        match self.db.call(work).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(self.unavailable(what, e)),
+            Err(gone) => Err(self.unavailable(what, gone)),
+        }
     }
 
+    /// Hands `op` to the committer and waits for its transaction's outcome.
     async fn ask(
         &self,
         op: impl FnOnce(oneshot::Sender<Result<(), QueueError>>) -> Op,
@@ -333,6 +328,23 @@ impl Journal {
     fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> QueueError {
         QueueError::Unavailable(format!("{what} in {}: {e}", self.path.display()))
     }
+}
+
+/// Marks dead letters for the owner to replay, in one transaction; the error says which
+/// step failed. (A failed transaction rolls back when dropped, leaving the connection
+/// clean for the next call.)
+fn request(conn: &mut Connection, ids: &[i64]) -> Result<(), (&'static str, rusqlite::Error)> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| ("starting a transaction", e))?;
+    let asking = |e| ("asking for a replay", e);
+    {
+        let mut statement = tx.prepare_cached(REQUEST).map_err(asking)?;
+        for id in ids {
+            statement.execute([id]).map_err(asking)?;
+        }
+    }
+    tx.commit().map_err(asking)
 }
 
 /// Takes the owner lock, or `None` when another process holds it.
@@ -354,3 +366,6 @@ fn own(path: &Path) -> std::io::Result<Option<std::fs::File>> {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests;

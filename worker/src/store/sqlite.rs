@@ -1,0 +1,287 @@
+//! The SQLite store: one writer connection and a few readers, each on a thread of its own
+//! (`shared::sqlite::Db`), so a whole batch transaction is one hop from the async code.
+//!
+//! Without round trips per statement there is no reason to build a statement per batch
+//! shape: the transaction runs small cached statements once per room and per message.
+//! WAL lets the readers (history, replay, resync) run beside the one writer.
+
+use super::plan::{self, Counters, Plan};
+use super::{AFTER, BEFORE, HEAD, NewMessage, RawMessage, StoreOptions, Stored};
+use crate::error::Error;
+use shared::sqlite::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
+use shared::sqlite::{Db, OpenOptions};
+use shared::{RoomId, StoredMessage, Timestamp};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const LOCK_ROOM: &str = "INSERT INTO room_seq (room, last_seq) VALUES (?1, 0) ON CONFLICT (room) \
+     DO UPDATE SET last_seq = room_seq.last_seq RETURNING last_seq";
+const FIND: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace \
+     FROM messages WHERE room = ?1 AND sender = ?2 AND client_id = ?3";
+const INSERT: &str = "INSERT INTO messages \
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const SET_COUNTER: &str = "UPDATE room_seq SET last_seq = ?2 WHERE room = ?1";
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// The migrations, in order: (version, SQL). The same files PostgreSQL runs through sqlx.
+const MIGRATIONS: [(i64, &str); 2] = [
+    (1, include_str!("../../migrations/0001_messages.sql")),
+    (2, include_str!("../../migrations/0002_trace.sql")),
+];
+
+#[derive(Clone)]
+pub(super) struct SqliteStore {
+    writer: Db,
+    readers: Arc<[Db]>,
+    next_reader: Arc<AtomicUsize>,
+    _checkpoints: Arc<Checkpoints>,
+}
+
+/// The background checkpoint task, stopped with the last clone of the store.
+struct Checkpoints(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder) and migrates `sqlite://PATH`.
+    pub(super) async fn connect(url: &str, opts: StoreOptions) -> Result<Self, String> {
+        let path = sqlite_path(url)?;
+        let options = OpenOptions::new(&path);
+        let open = |name: &str| {
+            let options = options.clone();
+            let name = name.to_owned();
+            async move { Db::open(&name, options).await.map_err(|e| e.to_string()) }
+        };
+        let writer = open("store-writer").await?;
+        writer
+            .call(|conn| migrate(conn).map_err(|e| format!("running the migrations: {e}")))
+            .await
+            .map_err(|e| e.to_string())??;
+        let mut readers = Vec::new();
+        for n in 0..opts.max_connections.saturating_sub(1).clamp(1, 3) {
+            readers.push(open(&format!("store-reader-{n}")).await?);
+        }
+        let checkpointer = open("store-checkpoint").await?;
+        Ok(Self {
+            writer,
+            readers: readers.into(),
+            next_reader: Arc::default(),
+            _checkpoints: Arc::new(Checkpoints(tokio::spawn(checkpoints(checkpointer)))),
+        })
+    }
+
+    fn reader(&self) -> &Db {
+        let n = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        &self.readers[n % self.readers.len()]
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), Error> {
+        self.reader()
+            .call(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await??;
+        Ok(())
+    }
+
+    /// Stores a batch in one transaction on the writer's thread.
+    pub(super) async fn store_batch(&self, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+        let batch = batch.to_vec();
+        self.writer
+            .call(move |conn| {
+                let written = write(conn, &batch);
+                if written.is_err() && !conn.is_autocommit() {
+                    // A failed COMMIT (a full disk) can leave the transaction open; the
+                    // next batch must start clean.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                written
+            })
+            .await?
+    }
+
+    pub(super) async fn head(&self, room: &RoomId) -> Result<u64, Error> {
+        let room = room.as_str().to_owned();
+        let seq: Option<i64> = self
+            .reader()
+            .call(move |conn| {
+                conn.prepare_cached(HEAD)?
+                    .query_row([room], |r| r.get(0))
+                    .optional()
+            })
+            .await??;
+        Ok(seq.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The rows of `AFTER` or `BEFORE` for (room, seq, limit).
+    pub(super) async fn page(
+        &self,
+        newer: bool,
+        room: &RoomId,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, Error> {
+        let room = room.as_str().to_owned();
+        let raw = self
+            .reader()
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(if newer { AFTER } else { BEFORE })?;
+                let rows = stmt.query_map(rusqlite::params![room, seq, limit], raw)?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await??;
+        raw.into_iter().map(RawMessage::decode).collect()
+    }
+}
+
+/// The path in `sqlite://PATH` (or `sqlite:PATH`); creates its folder. A query string is
+/// ignored but for `mode=`, which sqlx's URLs used to carry.
+fn sqlite_path(url: &str) -> Result<std::path::PathBuf, String> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    if path.is_empty() {
+        return Err("expected sqlite://PATH".into());
+    }
+    let path = Path::new(path);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    Ok(path.to_owned())
+}
+
+/// Runs the migrations the file has not seen. Files made by earlier versions recorded
+/// theirs in sqlx's `_sqlx_migrations` table; that is read once, then `user_version`.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version == 0 {
+        let sqlx_table: bool = conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                [],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if sqlx_table {
+            version = conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+                [],
+                |r| r.get(0),
+            )?;
+        }
+    }
+    for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", v)?;
+        tx.commit()?;
+    }
+    // Checkpoints run in the background; this only bounds the WAL if they fall behind.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    Ok(())
+}
+
+/// Copies the WAL into the database file off the commit path. Left to SQLite, the commit
+/// that crosses the WAL threshold does it (with an fsync) and that batch's messages wait:
+/// the latency spikes were tens of milliseconds.
+async fn checkpoints(db: Db) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let done = db
+            .call(|conn| conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
+            .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "background WAL checkpoint failed; retrying in 500 ms (SQLite's own checkpoint at 10,000 pages bounds the WAL meanwhile)");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// One batch in one transaction: lock each room's counter (in room-name order), find
+/// the keys stored before, insert the new messages, move the counters.
+fn write(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+    // Take the write lock up front: a deferred transaction that upgrades later can fail
+    // with SQLITE_BUSY instead of waiting.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut last = lock_rooms(&tx, batch)?;
+    let mut plan = Plan::new(batch);
+    plan.found(find_stored(&tx, batch)?);
+    let fresh = plan.number(batch, &mut last);
+    let now = Timestamp::now().as_millis();
+    let mut insert = tx.prepare_cached(INSERT)?;
+    for &(i, seq) in &fresh {
+        let m = &batch[i];
+        let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
+        insert.execute(rusqlite::params![
+            m.room.as_str(),
+            seq,
+            m.from.as_str(),
+            m.id.as_str(),
+            m.body,
+            m.sent_at.as_millis(),
+            enriched,
+            now,
+            m.trace,
+        ])?;
+    }
+    drop(insert);
+    let mut set = tx.prepare_cached(SET_COUNTER)?;
+    for (room, seq) in plan::moved(&last) {
+        set.execute(rusqlite::params![room, seq])?;
+    }
+    drop(set);
+    tx.commit()?;
+    Ok(plan.outcomes(batch, fresh))
+}
+
+fn lock_rooms<'a>(tx: &Connection, batch: &'a [NewMessage]) -> Result<Counters<'a>, Error> {
+    let mut rooms = plan::rooms(batch);
+    let mut stmt = tx.prepare_cached(LOCK_ROOM)?;
+    for (room, counter) in rooms.iter_mut() {
+        let seq: i64 = stmt.query_row([room], |r| r.get(0))?;
+        *counter = (seq, seq);
+    }
+    Ok(rooms)
+}
+
+/// The stored messages whose keys the batch repeats (a retry, a redelivery).
+fn find_stored(tx: &Connection, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, Error> {
+    let mut stmt = tx.prepare_cached(FIND)?;
+    let mut found = Vec::new();
+    for m in batch {
+        let key = [m.room.as_str(), m.from.as_str(), m.id.as_str()];
+        if let Some(row) = stmt.query_row(key, raw).optional()? {
+            found.push(row.decode()?);
+        }
+    }
+    Ok(found)
+}
+
+/// A `messages` row in the column order of `AFTER`, `BEFORE` and `FIND`.
+fn raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawMessage> {
+    Ok(RawMessage {
+        room: row.get(0)?,
+        seq: row.get(1)?,
+        from: row.get(2)?,
+        id: row.get(3)?,
+        body: row.get(4)?,
+        sent_at: row.get(5)?,
+        enriched: row.get(6)?,
+        trace: row.get(7)?,
+    })
+}
