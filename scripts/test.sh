@@ -128,6 +128,12 @@ node_passed=$((node_passed + $(printf '%s\n' "$peers_out" | grep -c '^ok ')))
 ./scripts/loadgen-smoke.sh || die "load generator smoke test failed (scripts/loadgen-smoke.sh)"
 node_passed=$((node_passed + 1))
 
+say "patched whatlang (vendor/whatlang): the inverted index against upstream's walk"
+wl_out="$(CARGO_TARGET_DIR=target/vendor-whatlang cargo test --manifest-path vendor/whatlang/Cargo.toml --lib --locked 2>&1)" \
+  || { printf '%s\n' "$wl_out"; die "vendor/whatlang tests failed"; }
+printf '%s\n' "$wl_out" | grep 'test result'
+node_passed=$((node_passed + $(printf '%s\n' "$wl_out" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')))
+
 say "infra checks"
 ./scripts/check-infra.sh
 
