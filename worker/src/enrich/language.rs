@@ -21,6 +21,14 @@ impl Stage for Language {
     }
 }
 
+/// Builds the detector's per-script profile indexes (vendor/whatlang), which it otherwise
+/// builds on the first text of each script.
+pub(super) fn warm_up() {
+    for text in ["hello world", "привет мир", "مرحبا بالعالم", "नमस्ते दुनिया", "שלום עולם"] {
+        whatlang::detect(text);
+    }
+}
+
 /// The first [`SAMPLE_BYTES`] of the body's prose, cut at a character boundary. Links,
 /// mentions and hashtags are not prose; they only confuse the detector.
 fn sample(body: &str) -> String {

@@ -42,8 +42,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Moderation first, so later stages only ever see the censored text.
     pub fn standard() -> Self {
-        // Compiled here (about a millisecond) rather than while the first message waits.
+        // Compiled here (about a millisecond each) rather than while the first message
+        // waits: the word list, and the language detector's profile index per script.
         lexicon::Lexicon::get();
+        language::warm_up();
         Self::new(vec![
             Box::new(Moderation),
             Box::new(Links::new()),
