@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use shared::protocol::{ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, check_body};
+use shared::message::check_body;
+use shared::protocol::{CommandError, ErrorCode, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use shared::{ClientMsgId, RoomId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub async fn post_message(
     let from = UserId::parse(string_field(&v, "from")?)
         .map_err(|_| ApiError::bad_request("from must match [A-Za-z0-9_.:-]{1,64}"))?;
     let text = string_field(&v, "body")?;
-    check_body(text)?;
+    check_body(text).map_err(CommandError::from)?;
     app.publish(room.clone(), from, id.clone(), text.to_owned())
         .await?;
     Ok((

@@ -12,6 +12,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 use shared::queue::{QueueError, RoomBinding};
+use shared::sync::lock;
 use shared::{RoomId, StoredMessage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,11 +130,11 @@ impl Hub {
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Room>> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.rooms)
     }
 
     fn locks(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>> {
-        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.membership)
     }
 
     /// Waits for `room`'s turn to change its membership.

@@ -82,7 +82,7 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    info!(%addr, gateway = %app.gateway, queue = %shared::config::redact_url(&app.config.backend.queue_url), "gateway listening");
+    info!(%addr, gateway = %app.gateway, queue = %shared::url::redact_url(&app.config.backend.queue_url), "gateway listening");
 
     let stopping = serve_clients(&app, listener, metrics_listener).await;
     drain(

@@ -1,6 +1,7 @@
-//! Settings shared by the gateway and the worker, and URL helpers for error messages.
+//! Settings shared by the gateway and the worker: where the queue and the store are.
 
 use crate::queue::{QueueOptions, QueueUrl};
+use crate::url::split_query;
 use std::time::Duration;
 
 /// Where the queue and the store are, and how the queue behaves.
@@ -61,30 +62,12 @@ impl BackendConfig {
 /// `CREATE_QUEUES=false` as the SQS URL's `create=false`, unless the URL says otherwise.
 fn without_creation(url: &str) -> String {
     let query = url.split_once('?').map_or("", |(_, q)| q);
-    if query.split('&').any(|p| p.starts_with("create=")) {
+    if split_query(url).1.iter().any(|(key, _)| *key == "create") {
         url.to_owned()
     } else if query.is_empty() {
         format!("{}?create=false", url.trim_end_matches('?'))
     } else {
         format!("{url}&create=false")
-    }
-}
-
-/// The URL with any password replaced by `***`, for logs and error messages.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -145,16 +128,5 @@ mod tests {
                 .queue_url()
                 .is_err()
         );
-    }
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@h:5672/v"),
-            "amqp://guest:***@h:5672/v"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite://data/chat.db"), "sqlite://data/chat.db");
-        assert_eq!(redact_url("memory"), "memory");
     }
 }

@@ -8,7 +8,9 @@ pub mod protocol;
 pub mod queue;
 pub mod shutdown;
 pub mod sqlite;
+pub mod sync;
 pub mod time;
+pub mod url;
 
 pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};
 pub use message::{Enriched, Envelope, StoredMessage};

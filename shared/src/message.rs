@@ -1,4 +1,5 @@
-//! The queue envelope (gateway → worker) and the processed message (worker → gateways, store).
+//! The queue envelope (gateway → worker), its body rule, and the processed message
+//! (worker → gateways, store).
 
 use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
 use crate::time::Timestamp;
@@ -10,6 +11,50 @@ use serde::{Deserialize, Serialize};
 pub const ENVELOPE_VERSION: u32 = 2;
 /// Oldest envelope version workers read.
 pub const ENVELOPE_MIN_VERSION: u32 = 1;
+/// Largest `body` of a message, in UTF-8 bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Why a message body breaks the contract. The texts are what clients read in `error`
+/// events and HTTP answers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body must not be empty")]
+    Empty,
+    #[error("body is {0} bytes; the limit is {MAX_BODY_BYTES}")]
+    TooLarge(usize),
+    #[error("body must not hold control characters other than tab, line feed and carriage return")]
+    ControlCharacter,
+}
+
+/// Checks a message body against the contract: non-empty, at most 4096 UTF-8 bytes, and
+/// no control character but tab, line feed and carriage return. A NUL cannot be stored
+/// in PostgreSQL text, and each other control character is written as a six-byte escape.
+/// Gateways check it on the way in; workers again, for envelopes other writers put on
+/// the queue.
+pub fn check_body(body: &str) -> Result<(), BodyError> {
+    if body.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(BodyError::TooLarge(body.len()));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(BodyError::ControlCharacter);
+    }
+    Ok(())
+}
+
+/// A message's identity: its room orders it (queue partition, FIFO group), and room,
+/// sender and client id together deduplicate it (the store's unique key, SQS FIFO).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MessageKey {
+    pub room: RoomId,
+    pub from: UserId,
+    pub id: ClientMsgId,
+}
 
 /// What a gateway puts on the ingest queue: one JSON object per message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +77,14 @@ pub fn new_trace() -> String {
 }
 
 impl Envelope {
+    pub fn key(&self) -> MessageKey {
+        MessageKey {
+            room: self.room.clone(),
+            from: self.from.clone(),
+            id: self.id.clone(),
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("an envelope always serializes")
     }
@@ -117,6 +170,37 @@ mod tests {
             Envelope::from_json(v3.as_bytes())
                 .unwrap_err()
                 .contains("version 3")
+        );
+    }
+
+    #[test]
+    fn bodies_break_the_rule_with_the_texts_clients_read() {
+        for body in [
+            "a\u{0}b",
+            "\u{1b}[31m",
+            "del \u{7f}",
+            "c1 \u{85}",
+            "\u{1f}🙂",
+        ] {
+            assert_eq!(
+                check_body(body),
+                Err(BodyError::ControlCharacter),
+                "{body:?}"
+            );
+        }
+        assert!(check_body("Total:\t€12.50\r\nДоставка 🚚\n").is_ok());
+        assert!(check_body(&"é".repeat(2048)).is_ok());
+        assert_eq!(
+            check_body(&"x".repeat(4097)).unwrap_err().to_string(),
+            "body is 4097 bytes; the limit is 4096"
+        );
+        assert_eq!(
+            check_body("").unwrap_err().to_string(),
+            "body must not be empty"
+        );
+        assert_eq!(
+            BodyError::ControlCharacter.to_string(),
+            "body must not hold control characters other than tab, line feed and carriage return"
         );
     }
 

@@ -27,13 +27,6 @@ impl Trigger {
     pub fn fire(&self) {
         let _ = self.tx.send(true);
     }
-
-    /// A receiver for this trigger.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown {
-            rx: self.tx.subscribe(),
-        }
-    }
 }
 
 impl Shutdown {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 use worker::enrich::{Draft, Language, Links, MentionsAndHashtags, Moderation, Pipeline, Stage};
 
-/// The largest body the gateway accepts (`shared::protocol::MAX_BODY_BYTES`).
+/// The largest body the gateway accepts (`shared::message::MAX_BODY_BYTES`).
 const MAX_BODY: usize = 4096;
 
 fn main() {

@@ -71,7 +71,7 @@ mod tests {
             ..Default::default()
         });
         for id in ["a", "b"] {
-            let env = shared::queue::contract_envelope(id);
+            let env = shared::queue::contract::envelope("room-t", id);
             q.publish(&env.room, env.to_json()).await.unwrap();
         }
         let mut c = q.consumer().await.unwrap();

@@ -9,7 +9,7 @@ use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
 use crate::store::{NewMessage, Store, Stored};
-use shared::protocol::check_body;
+use shared::message::check_body;
 use shared::queue::{Consumer, Delivery, Queue, Settled};
 use shared::shutdown::{Shutdown, backoff};
 use shared::{Envelope, StoredMessage};
@@ -224,7 +224,7 @@ impl Worker {
     fn prepare(&self, d: &Delivery) -> Result<NewMessage, String> {
         let env =
             Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
-        check_body(&env.body).map_err(|e| format!("invalid envelope body: {}", e.message))?;
+        check_body(&env.body).map_err(|e| format!("invalid envelope body: {e}"))?;
         let (body, enriched) = self.enrich.run(&env.body);
         debug!(trace = env.trace.as_deref().unwrap_or("-"), room = %env.room, id = %env.id, attempt = d.attempt, "message received");
         Ok(NewMessage {

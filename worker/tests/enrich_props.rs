@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use worker::enrich::{Draft, Language, Links, MentionsAndHashtags, Moderation, Pipeline, Stage};
 
-/// The gateway's limit (`shared::protocol::MAX_BODY_BYTES`).
+/// The gateway's limit (`shared::message::MAX_BODY_BYTES`).
 const MAX_BODY: usize = 4096;
 /// The stages' own caps on their lists.
 const MAX_ITEMS: usize = 50;

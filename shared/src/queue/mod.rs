@@ -15,22 +15,9 @@ pub mod sqs;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 
-/// An envelope for tests outside this crate (`room` = "room-t", `from` = "t").
-pub fn contract_envelope(id: &str) -> crate::Envelope {
-    crate::Envelope {
-        v: crate::message::ENVELOPE_VERSION,
-        id: crate::ClientMsgId::parse(id).expect("a valid test id"),
-        room: RoomId::parse("room-t").expect("a valid room"),
-        from: crate::UserId::parse("t").expect("a valid user"),
-        body: format!("body of {id}"),
-        sent_at: crate::Timestamp::now(),
-        gateway: GatewayId::from_string("gw-test".into()),
-        trace: Some(crate::message::new_trace()),
-    }
-}
-
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
+use crate::sync::lock;
 use async_trait::async_trait;
 use std::any::Any;
 use std::sync::Arc;
@@ -106,7 +93,7 @@ impl QueueUrl {
             Ok(Self::Sqs(s.to_owned()))
         } else {
             Err(QueueError::Unsupported {
-                url: crate::config::redact_url(s),
+                url: crate::url::redact_url(s),
                 reason:
                     "expected sqlite://PATH, memory, amqp://user:pass@host:port/vhost or sqs://"
                         .into(),
@@ -119,15 +106,15 @@ impl QueueUrl {
             url: url.to_owned(),
             reason: reason.into(),
         };
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (path, pairs) = crate::url::split_query(rest);
         if path.is_empty() {
             return Err(bad("expected sqlite://PATH (a file, created if missing)"));
         }
         let mut sync_full = false;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
+        for pair in pairs {
             match pair {
-                "sync=full" => sync_full = true,
-                "sync=normal" => sync_full = false,
+                ("sync", "full") => sync_full = true,
+                ("sync", "normal") => sync_full = false,
                 _ => return Err(bad("the only option is sync=normal|full")),
             }
         }
@@ -267,18 +254,12 @@ pub(crate) struct RoomSet(pub(crate) Arc<std::sync::Mutex<std::collections::Hash
 #[async_trait]
 impl RoomBinding for RoomSet {
     async fn bind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room.clone());
+        lock(&self.0).insert(room.clone());
         Ok(())
     }
 
     async fn unbind(&self, room: &RoomId) -> Result<(), QueueError> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(room);
+        lock(&self.0).remove(room);
         Ok(())
     }
 }

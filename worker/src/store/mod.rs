@@ -6,7 +6,8 @@
 //! batch's transaction, so seq has no gaps.
 
 use crate::error::Error;
-use shared::config::redact_url;
+use shared::sync::lock;
+use shared::url::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +132,7 @@ impl Store {
     }
 
     fn write_failure(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.write_failure.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.write_failure)
     }
 
     /// Stores a batch in one transaction. Returns one outcome per input, in input order.

@@ -147,7 +147,7 @@ fn sqlite_path(url: &str) -> Result<std::path::PathBuf, String> {
     let rest = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
-    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let (path, _) = shared::url::split_query(rest);
     if path.is_empty() {
         return Err("expected sqlite://PATH".into());
     }

@@ -5,6 +5,7 @@
 use super::{Names, unavailable};
 use crate::queue::QueueError;
 use crate::shutdown::backoff;
+use crate::sync::lock;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -474,8 +475,4 @@ where
             "{what}: no answer from RabbitMQ within {RPC_TIMEOUT:?}"
         ))),
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

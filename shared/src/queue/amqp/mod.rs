@@ -46,7 +46,7 @@ impl AmqpQueue {
         let (broker_url, prefix, partitions) = split_options(url)?;
         let link = Link::connect(
             broker_url,
-            crate::config::redact_url(url),
+            crate::url::redact_url(url),
             Names::new(prefix, partitions),
         )
         .await?;
@@ -154,24 +154,20 @@ impl Names {
 /// Splits our own `prefix` and `partitions` query parameters off the URL; lapin gets the
 /// rest untouched.
 fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, query),
-        None => (url, ""),
-    };
+    let (base, pairs) = crate::url::split_query(url);
     let mut prefix = None;
     let mut partitions = None;
     let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        if let Some(p) = pair.strip_prefix("prefix=") {
-            prefix = Some(p);
-        } else if let Some(n) = pair.strip_prefix("partitions=") {
-            partitions = Some(n);
-        } else {
-            kept.push(pair);
+    for (key, value) in pairs {
+        match key {
+            "prefix" => prefix = Some(value),
+            "partitions" => partitions = Some(value),
+            // lapin reads `key` and `key=` alike (form-urlencoded pairs).
+            _ => kept.push(format!("{key}={value}")),
         }
     }
     let bad = |reason: &str| QueueError::Unsupported {
-        url: crate::config::redact_url(url),
+        url: crate::url::redact_url(url),
         reason: reason.into(),
     };
     let prefix = prefix.unwrap_or(DEFAULT_PREFIX);

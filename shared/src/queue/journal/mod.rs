@@ -15,6 +15,7 @@ use super::{DeadLetter, DeadLetterFilter, QueueError};
 use crate::ids::RoomId;
 use crate::sqlite::rusqlite::{self, Connection, TransactionBehavior};
 use crate::sqlite::{Db, OpenOptions};
+use crate::sync::lock;
 use commit::Op;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -361,10 +362,6 @@ fn own(path: &Path) -> std::io::Result<Option<std::fs::File>> {
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

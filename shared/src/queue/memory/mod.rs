@@ -11,6 +11,7 @@ use super::{
 };
 use crate::ids::{GatewayId, RoomId};
 use crate::message::StoredMessage;
+use crate::sync::lock;
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::path::Path;
@@ -109,9 +110,7 @@ impl MemoryQueue {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-changed in a way
-        // that loses messages, so keep serving rather than poisoning every caller.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn full(&self, depth: usize) -> QueueError {
@@ -232,11 +231,7 @@ impl Queue for MemoryQueue {
 
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
         let targets: Vec<(Arc<Mutex<HashSet<RoomId>>>, mpsc::Sender<FeedEvent>)> = {
-            let mut subs = self
-                .inner
-                .subscribers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut subs = lock(&self.inner.subscribers);
             subs.retain(|s| !s.tx.is_closed());
             subs.iter()
                 .map(|s| (s.rooms.clone(), s.tx.clone()))
@@ -244,10 +239,7 @@ impl Queue for MemoryQueue {
         };
         for (rooms, tx) in targets {
             for m in messages {
-                let bound = rooms
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&m.room);
+                let bound = lock(&rooms).contains(&m.room);
                 // A closed receiver is a gateway that went away: nothing is owed to it.
                 if bound && tx.send(FeedEvent::Message(m.clone())).await.is_err() {
                     break;
@@ -260,14 +252,10 @@ impl Queue for MemoryQueue {
     async fn subscribe(&self, _gateway: &GatewayId) -> Result<Subscription, QueueError> {
         let (tx, rx) = mpsc::channel(self.inner.opts.delivery_buffer.max(1));
         let rooms = Arc::new(Mutex::new(HashSet::new()));
-        self.inner
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Subscriber {
-                rooms: rooms.clone(),
-                tx,
-            });
+        lock(&self.inner.subscribers).push(Subscriber {
+            rooms: rooms.clone(),
+            tx,
+        });
         Ok(Subscription {
             rooms: Box::new(RoomSet(rooms)),
             events: rx,

@@ -11,6 +11,7 @@ use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::{Shared, batch};
 use crate::queue::{Consumer, Delivery, QueueError, Settle, Settled, Token};
+use crate::sync::lock;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -74,7 +75,7 @@ impl Settler {
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.held)
     }
 
     fn hold(&self, receipt: &str) -> u64 {

@@ -12,6 +12,7 @@ use super::client::{CALL_TIMEOUT, call, list_queues};
 use super::codec::{Body, MAX_BODY};
 use crate::message::StoredMessage;
 use crate::queue::QueueError;
+use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,10 +84,6 @@ impl Directory {
         all.extend(lock(&self.local).values().cloned());
         Ok(all.into_iter().collect())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Sends `messages` to every gateway queue; Ok once SQS accepted them for each one that

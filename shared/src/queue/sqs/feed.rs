@@ -17,6 +17,7 @@ use super::{Shared, batch};
 use crate::ids::{GatewayId, RoomId};
 use crate::queue::{FeedEvent, QueueError, RoomSet, Subscription};
 use crate::shutdown::backoff;
+use crate::sync::lock;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -198,11 +199,7 @@ impl Feed {
             match unpack(&codec::payload_of(m)) {
                 Ok(list) => {
                     for stored in list {
-                        let bound = self
-                            .rooms
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .contains(&stored.room);
+                        let bound = lock(&self.rooms).contains(&stored.room);
                         if bound
                             && self
                                 .tx

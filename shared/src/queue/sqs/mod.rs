@@ -87,7 +87,7 @@ impl Settings {
         let rest = url
             .strip_prefix("sqs://")
             .ok_or_else(|| bad("expected sqs://[PREFIX][?options]".into()))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (path, pairs) = crate::url::split_query(rest);
         let path = path.trim_end_matches('/');
         let mut s = Self {
             prefix: if path.is_empty() {
@@ -101,8 +101,7 @@ impl Settings {
             gateway_ttl: Duration::from_secs(DEFAULT_GATEWAY_TTL_SECS),
             url: url.to_owned(),
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        for (key, value) in pairs {
             match key {
                 "prefix" => s.prefix = value.to_owned(),
                 "fifo" => s.fifo = parse_bool(key, value).map_err(bad)?,
@@ -213,7 +212,7 @@ impl SqsQueue {
         opts: &QueueOptions,
         overrides: &AwsOverrides,
     ) -> Result<Self, QueueError> {
-        let settings = Settings::parse(&crate::config::redact_url(url))?;
+        let settings = Settings::parse(&crate::url::redact_url(url))?;
         let names = Names::new(&settings);
         let (sqs, whereabouts) = client::build(overrides).await;
         let connect_error = |reason: String| QueueError::Connect {
@@ -260,16 +259,6 @@ impl SqsQueue {
     /// The parsed `QUEUE_URL`.
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
-    }
-
-    /// The ingest queue's URL, as SQS returned it.
-    pub fn ingest_url(&self) -> &str {
-        &self.shared.topology.ingest
-    }
-
-    /// The dead-letter queue's URL, as SQS returned it.
-    pub fn dead_letter_url(&self) -> &str {
-        &self.shared.topology.dead
     }
 
     /// URLs of this prefix's gateway queues, as SQS lists them now.
