@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command. On a fresh machine it starts (or installs) what the tests
-# need (PostgreSQL, RabbitMQ), then runs every test: formatting, lints, unit tests, the
+# need (PostgreSQL, RabbitMQ), then runs every test, every tier of tests/Cargo.toml: formatting, lints, unit tests, the
 # queue contract on memory and RabbitMQ, store tests on SQLite and PostgreSQL, and the
 # end-to-end tests against real gateways and workers, in-process and as processes.
 set -euo pipefail
@@ -104,7 +104,8 @@ say "formatting"
 cargo fmt --all -- --check || die "cargo fmt would change files; run cargo fmt --all"
 
 say "lints"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# --all-features: the tests behind courier-tests' service features are linted too.
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 say "build"
 cargo build --workspace --bins --locked
@@ -146,7 +147,9 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+# Every tier: the tests that need RabbitMQ, SQS, PostgreSQL, nginx, a browser or root
+# (tests/Cargo.toml) are on, as every service above is up.
+cargo test --workspace --locked --features courier-tests/services 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -374,6 +374,10 @@ async fn page_and_scripts_are_served_with_a_strict_policy() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
 async fn two_browsers_chat_both_ways() {
     let _one = ONE_AT_A_TIME.lock().await;
     let gw = TestGateway::start().await;
@@ -472,6 +476,10 @@ async fn two_browsers_chat_both_ways() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
 async fn scrolling_up_pages_older_history() {
     let _one = ONE_AT_A_TIME.lock().await;
     let gw = TestGateway::start().await;
@@ -528,6 +536,10 @@ async fn scrolling_up_pages_older_history() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
 async fn markup_in_a_message_shows_as_text() {
     let _one = ONE_AT_A_TIME.lock().await;
     let gw = TestGateway::start().await;
@@ -601,6 +613,10 @@ async fn markup_in_a_message_shows_as_text() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
 async fn gateway_restart_loses_and_repeats_nothing_on_screen() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut first = TestGateway::start().await;

@@ -108,6 +108,10 @@ const PER_CONNECTION: u64 = OUTBOUND_BYTES + (264 << 10) + (192 << 10) + (800 <<
 const SLACK: u64 = 48 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(target_os = "linux"),
+    ignore = "reads the gateway's memory in /proc"
+)]
 async fn clients_that_ask_for_history_without_reading_are_closed_and_the_gateway_stays_small() {
     let env = [("RATE_PER_SEC", "1000"), ("RATE_BURST", "1000")];
     let (gw, _dir) = solo("gateway-flood", &env).await;

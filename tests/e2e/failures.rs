@@ -475,6 +475,10 @@ async fn readyz(g: &TestGateway) -> u16 {
 /// queue is elsewhere), `/readyz` answers 503 while writes fail, and once space is back
 /// every acked message is stored, once, in order, within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "root"),
+    ignore = "needs root (tmpfs mounts): --features courier-tests/root (scripts/test.sh)"
+)]
 async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
     let disk = Tmpfs::mount(4);
     let db = format!("sqlite://{}/chat.db", disk.0.path().display());
@@ -529,6 +533,10 @@ async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
 /// The durable queue's file on a full disk: a `send` is refused with `unavailable` (never
 /// acked and then lost), `/readyz` answers 503, and both recover once space is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "root"),
+    ignore = "needs root (tmpfs mounts): --features courier-tests/root (scripts/test.sh)"
+)]
 async fn a_full_disk_under_the_queue_refuses_sends_until_space_returns() {
     let disk = Tmpfs::mount(4);
     let queue_url = format!("sqlite://{}/queue.db", disk.0.path().display());

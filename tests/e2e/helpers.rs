@@ -388,7 +388,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = p.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace` first (the README's test command does)",
+        "{} is missing: run `cargo test` from the workspace root (it builds the binaries) or `cargo build --bins` first",
         path.display()
     );
     path

@@ -204,6 +204,10 @@ async fn read_seqs(r: &mut Reader, room: &str, from: u64, to: u64) -> Vec<String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "nginx", feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs nginx and RabbitMQ and PostgreSQL: --features courier-tests/nginx,courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn through_nginx_clients_chat_across_gateways_and_survive_a_gateway_sigterm() {
     let _faults = BROKER_FAULTS.lock().await;
     let mut c = Cluster::start(2, 2, &[]).await;

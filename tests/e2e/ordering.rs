@@ -119,12 +119,20 @@ async fn each_sender_keeps_its_order_with_two_to_four_embedded_workers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn each_sender_keeps_its_order_on_rabbitmq_with_four_consumers() {
     let _faults = crate::queue_contract::BROKER_FAULTS.lock().await;
     each_sender_keeps_its_order_on(Backend::RabbitMq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sqs_each_sender_keeps_its_order_with_four_consumers() {
     each_sender_keeps_its_order_on(Backend::Sqs).await;
 }

@@ -1,9 +1,8 @@
-//! The queue contract against every backend: the in-memory reference and RabbitMQ
-//! (`TEST_AMQP_URL`, default amqp://guest:guest@127.0.0.1:5672/%2f), and RabbitMQ's
-//! recovery when the broker drops every connection.
+//! The queue contract against RabbitMQ (`TEST_AMQP_URL`, default
+//! amqp://guest:guest@127.0.0.1:5672/%2f), and RabbitMQ's recovery when the broker drops
+//! every connection. The embedded queues pass the same contract in their unit tests.
 
 use shared::queue::amqp::AmqpQueue;
-use shared::queue::memory::MemoryQueue;
 use shared::queue::{FeedEvent, Queue, QueueError, QueueOptions, contract};
 use shared::{Enriched, GatewayId, RoomId, StoredMessage};
 use std::future::Future;
@@ -54,13 +53,11 @@ where
     }
 }
 
-#[tokio::test]
-async fn memory_queue_passes_the_contract() {
-    contract::run_all(|opts| async move { Arc::new(MemoryQueue::new(opts)) as Arc<dyn Queue> })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "rabbitmq"),
+    ignore = "needs RabbitMQ: --features courier-tests/rabbitmq (scripts/test.sh)"
+)]
 async fn rabbitmq_passes_the_contract() {
     let _faults = BROKER_FAULTS.lock().await;
     let made = Arc::new(Mutex::new(Vec::new()));
@@ -113,6 +110,10 @@ fn declared_arguments(queue: &str) -> Vec<(String, serde_json::Value)> {
 /// 3.10), so the declared arguments are checked, and the behaviour past the limit on 3.10,
 /// which has both settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "rabbitmq"),
+    ignore = "needs RabbitMQ: --features courier-tests/rabbitmq (scripts/test.sh)"
+)]
 async fn rabbitmq_partitions_dead_letter_past_their_delivery_limit_instead_of_dropping() {
     let made = Arc::new(Mutex::new(Vec::new()));
     let registry = made.clone();
@@ -183,6 +184,10 @@ async fn rabbitmq_connect_failure_names_the_url_without_its_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "rabbitmq"),
+    ignore = "needs RabbitMQ: --features courier-tests/rabbitmq (scripts/test.sh)"
+)]
 async fn rabbitmq_reconnects_after_the_broker_closes_connections() {
     let _faults = BROKER_FAULTS.lock().await;
     let q = connect(contract::options()).await;

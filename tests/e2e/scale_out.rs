@@ -50,12 +50,20 @@ async fn stored_keys(c: &Cluster, room: &str) -> BTreeMap<String, usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn two_gateways_two_workers_everyone_sees_everything_once_in_order() {
     let _faults = BROKER_FAULTS.lock().await;
     everyone_sees_everything_once_in_order(Backend::RabbitMq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sqs_two_gateways_two_workers_everyone_sees_everything_once_in_order() {
     everyone_sees_everything_once_in_order(Backend::Sqs).await;
 }
@@ -96,12 +104,20 @@ async fn everyone_sees_everything_once_in_order(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
     let _faults = BROKER_FAULTS.lock().await;
     worker_killed_mid_stream(Backend::RabbitMq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sqs_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
     worker_killed_mid_stream(Backend::Sqs).await;
 }
@@ -165,6 +181,10 @@ async fn worker_killed_mid_stream(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn broker_connections_closed_under_traffic_everything_reconnects_and_nothing_acked_is_lost() {
     let _faults = BROKER_FAULTS.lock().await;
     let c = Cluster::start(2, 2, &[]).await;
@@ -217,12 +237,20 @@ async fn broker_connections_closed_under_traffic_everything_reconnects_and_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
     let _faults = BROKER_FAULTS.lock().await;
     poison_message_while_the_room_flows(Backend::RabbitMq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sqs_a_poison_message_is_dead_lettered_while_the_room_keeps_flowing() {
     poison_message_while_the_room_flows(Backend::Sqs).await;
 }
@@ -323,12 +351,20 @@ fn free_addr() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sigterm_to_a_gateway_sends_its_clients_to_the_other_without_loss() {
     let _faults = BROKER_FAULTS.lock().await;
     sigterm_to_a_gateway(Backend::RabbitMq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn sqs_sigterm_to_a_gateway_sends_its_clients_to_the_other_without_loss() {
     sigterm_to_a_gateway(Backend::Sqs).await;
 }
@@ -389,6 +425,10 @@ async fn sigterm_to_a_gateway(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn while_the_broker_is_away_sends_are_unavailable_readyz_is_503_and_all_recovers() {
     let _faults = BROKER_FAULTS.lock().await;
     let c = Cluster::start(1, 1, &[]).await;

@@ -121,11 +121,19 @@ async fn contract_on(options: &'static str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn sqs_passes_the_contract() {
     contract_on("").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn sqs_standard_queues_pass_the_contract_but_per_room_order() {
     contract_on("?fifo=false").await;
 }
@@ -144,6 +152,10 @@ async fn publish(q: &dyn Queue, room: &str, id: &str) -> Result<(), QueueError> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn concurrent_publishes_share_batches_and_each_is_confirmed() {
     let q = connect("", contract::options()).await;
     let queues = Arc::new(Mutex::new(vec![q.clone()]));
@@ -211,6 +223,10 @@ async fn concurrent_publishes_share_batches_and_each_is_confirmed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn a_message_whose_worker_keeps_dying_is_moved_by_the_redrive_policy() {
     let opts = QueueOptions {
         max_attempts: 2,
@@ -275,6 +291,19 @@ async fn start_up_errors_name_the_url_and_the_endpoint() {
         started.elapsed()
     );
 
+    let err = SqsQueue::connect_with("sqs://bad--prefix", &contract::options(), &overrides())
+        .await
+        .err()
+        .expect("an invalid prefix");
+    assert!(matches!(err, QueueError::Unsupported { .. }), "{err}");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
+async fn missing_queues_are_refused_at_start_naming_them() {
     let prefix = fresh_prefix();
     let err = SqsQueue::connect_with(
         &format!("sqs://{prefix}?create=false"),
@@ -290,12 +319,6 @@ async fn start_up_errors_name_the_url_and_the_endpoint() {
         text.contains(&format!("{prefix}-dead.fifo")) && text.contains("does not exist"),
         "{text}"
     );
-
-    let err = SqsQueue::connect_with("sqs://bad--prefix", &contract::options(), &overrides())
-        .await
-        .err()
-        .expect("an invalid prefix");
-    assert!(matches!(err, QueueError::Unsupported { .. }), "{err}");
 }
 
 /// A TCP proxy in front of the SQS endpoint that the test can cut: connections are
@@ -373,6 +396,10 @@ fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn while_sqs_is_away_publishes_are_unavailable_at_once_and_everything_recovers() {
     let proxy = Proxy::start(&overrides().endpoint_url.unwrap()).await;
     let via_proxy = AwsOverrides {
@@ -447,6 +474,10 @@ async fn while_sqs_is_away_publishes_are_unavailable_at_once_and_everything_reco
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn the_queue_of_a_gateway_killed_with_sigkill_is_swept() {
     let mut c = Cluster::start_on(Backend::Sqs, 2, 0, &[]).await;
     let q = SqsQueue::connect_with(&c.queue_url, &QueueOptions::default(), &overrides())
@@ -486,6 +517,10 @@ fn init_script(prefix: &str) -> std::process::Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "sqs"),
+    ignore = "needs SQS (LocalStack): --features courier-tests/sqs (scripts/test.sh)"
+)]
 async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
     let opts = QueueOptions::default(); // MAX_ATTEMPTS 5, the script's default too
     let by_code = connect("", opts.clone()).await;
@@ -526,6 +561,10 @@ async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
 async fn processes_ride_out_sqs_being_away_sends_are_unavailable_readyz_is_503() {
     use crate::cluster::readyz;
     let proxy = Proxy::start(&overrides().endpoint_url.unwrap()).await;

@@ -144,12 +144,20 @@ async fn sqlite_batches_are_idempotent() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
 async fn postgres_concurrent_writers_leave_no_gap() {
     let db = TempPostgres::create().await;
     concurrent_writers_leave_no_gap(&db.url).await;
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
 async fn postgres_batches_are_idempotent() {
     let db = TempPostgres::create().await;
     batches_are_idempotent(&db.url).await;

@@ -24,7 +24,13 @@ impl Stage for Language {
 /// Builds the detector's per-script profile indexes (vendor/whatlang), which it otherwise
 /// builds on the first text of each script.
 pub(super) fn warm_up() {
-    for text in ["hello world", "привет мир", "مرحبا بالعالم", "नमस्ते दुनिया", "שלום עולם"] {
+    for text in [
+        "hello world",
+        "привет мир",
+        "مرحبا بالعالم",
+        "नमस्ते दुनिया",
+        "שלום עולם",
+    ] {
         whatlang::detect(text);
     }
 }
