@@ -3,7 +3,6 @@
 use crate::auth::Identity;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
-use metrics_exporter_prometheus::PrometheusHandle;
 use shared::message::ENVELOPE_VERSION;
 use shared::protocol::{CommandError, ErrorCode};
 use shared::queue::Queue;
@@ -23,7 +22,7 @@ pub struct App {
     pub identity: Identity,
     /// Pages that may open `/ws` (`ALLOWED_ORIGINS`).
     pub origins: crate::origin::Origins,
-    pub metrics: PrometheusHandle,
+    pub metrics: telemetry::Handle,
     pub shutdown: Shutdown,
     /// Open WebSocket connections.
     pub connections: AtomicUsize,

@@ -73,7 +73,7 @@ pub async fn run(
         queue: queue.clone(),
         store,
         hub,
-        metrics: ops::metrics_handle(),
+        metrics: telemetry::metrics_handle(),
         shutdown: shutdown.clone(),
         connections: AtomicUsize::new(0),
         next_conn: AtomicU64::new(1),

@@ -6,7 +6,7 @@ use gateway::GatewayConfig;
 #[tokio::main]
 async fn main() {
     let config = GatewayConfig::parse();
-    shared::logging::init(&config.log_format);
+    telemetry::logging::init(&config.log_format);
     let listener = match tokio::net::TcpListener::bind(config.bind).await {
         Ok(l) => l,
         Err(e) => fail(&format!("cannot listen on {}: {e}", config.bind)),

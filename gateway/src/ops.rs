@@ -4,18 +4,13 @@ use crate::app::App;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header;
 use axum::response::IntoResponse;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The process's metrics recorder (shared with embedded workers).
-pub fn metrics_handle() -> PrometheusHandle {
-    worker::telemetry::metrics_handle()
-}
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
@@ -46,7 +41,14 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// Every metric, with `courier_rooms` and the queue's backlog (when it answers in 2 s)
+/// read now.
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     metrics::gauge!("courier_rooms").set(app.hub.room_count() as f64);
-    worker::telemetry::render(&app.metrics, app.queue.as_ref()).await
+    let backlog = tokio::time::timeout(CHECK_TIMEOUT, app.queue.backlog()).await;
+    let backlog = backlog.ok().and_then(Result::ok).flatten();
+    (
+        [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
+        telemetry::render(&app.metrics, backlog),
+    )
 }

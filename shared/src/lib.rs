@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod ids;
-pub mod logging;
 pub mod message;
 pub mod protocol;
 pub mod queue;

@@ -361,7 +361,7 @@ async fn publish_bodies(queue: &dyn Queue, room: &str, messages: &[(&str, &str)]
 /// and its batch comes back and is stored once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again() {
-    let metrics = worker::telemetry::metrics_handle();
+    let metrics = telemetry::metrics_handle();
     let (_dir, db) = temp_db();
     let store = worker::Store::connect(&db, Default::default())
         .await

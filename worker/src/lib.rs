@@ -5,9 +5,9 @@ pub mod config;
 pub mod dlq;
 pub mod enrich;
 pub mod error;
+mod listen;
 pub mod pipeline;
 pub mod store;
-pub mod telemetry;
 
 pub use config::{DlqAction, WorkerCommand, WorkerConfig, WorkerSettings};
 pub use error::Error;
@@ -51,7 +51,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
     .await?;
     let metrics = config.metrics_bind.map(|bind| {
         telemetry::metrics_handle();
-        tokio::spawn(telemetry::serve(bind, queue.clone(), shutdown.clone()))
+        tokio::spawn(listen::serve(bind, queue.clone(), shutdown.clone()))
     });
     let result = Worker::new(queue, store, config.settings)
         .run(shutdown)

@@ -6,7 +6,7 @@ use worker::WorkerConfig;
 #[tokio::main]
 async fn main() {
     let config = WorkerConfig::parse();
-    shared::logging::init(&config.log_format);
+    telemetry::logging::init(&config.log_format);
     let (trigger, shutdown) = shared::shutdown::channel();
     tokio::spawn(async move {
         shared::shutdown::signal().await;
