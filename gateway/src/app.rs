@@ -11,7 +11,7 @@ use shared::{ClientMsgId, Envelope, GatewayId, RoomId, Timestamp, UserId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Instant;
-use worker::Store;
+use store::Store;
 
 pub struct App {
     pub config: GatewayConfig,

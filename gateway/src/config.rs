@@ -3,6 +3,7 @@
 use shared::config::BackendConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
+use store::StoreSettings;
 use worker::WorkerSettings;
 
 #[derive(Clone, Debug, clap::Parser)]
@@ -55,6 +56,9 @@ pub struct GatewayConfig {
 
     #[command(flatten)]
     pub backend: BackendConfig,
+
+    #[command(flatten)]
+    pub store: StoreSettings,
 
     #[command(flatten)]
     pub limits: Limits,

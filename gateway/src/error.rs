@@ -19,6 +19,8 @@ pub enum Error {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
     Worker(#[from] worker::Error),
 }
 
@@ -61,7 +63,7 @@ impl ApiError {
     }
 
     /// A store failure: logged with its cause, answered as a retryable 503.
-    pub fn store(e: &worker::Error) -> Self {
+    pub fn store(e: &store::Error) -> Self {
         tracing::error!(error = %e, "store read failed");
         Self::unavailable("the message store is not answering; retry shortly")
     }

@@ -30,11 +30,12 @@ use shared::shutdown::{self as sd, Shutdown};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::info;
-use worker::{Store, Worker};
+use worker::Worker;
 
 /// Serves on `listener` until `shutdown` fires, then drains: clients are told 1012,
 /// embedded workers finish the in-memory queue, and it returns, at most `DRAIN_SECS`
@@ -47,7 +48,7 @@ pub async fn run(
     let (origins, metrics_listener) = prepare(&config).await?;
     let url = config.backend.queue_url()?;
     let queue = queue::connect(&url, &config.backend.queue_options()).await?;
-    let store = Store::connect(&config.backend.database_url, config.worker.store_options()).await?;
+    let store = Store::connect(&config.store.database_url, config.store.options()).await?;
     let gateway = GatewayId::generate();
 
     let (workers_stop, workers_sd) = sd::channel();

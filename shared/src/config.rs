@@ -1,10 +1,10 @@
-//! Settings shared by the gateway and the worker: where the queue and the store are.
+//! Queue settings shared by the gateway and the worker.
 
 use crate::queue::{QueueOptions, QueueUrl};
 use crate::url::split_query;
 use std::time::Duration;
 
-/// Where the queue and the store are, and how the queue behaves.
+/// Where the queue is, and how it behaves.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BackendConfig {
     /// Queue: `sqlite://PATH[?sync=full]` (in-process and durable: every acked message is
@@ -16,10 +16,6 @@ pub struct BackendConfig {
     /// credentials and endpoint from the AWS standard chain: AWS_REGION, AWS_ENDPOINT_URL…).
     #[arg(long, env = "QUEUE_URL", default_value = "sqlite://data/queue.db")]
     pub queue_url: String,
-
-    /// Store: `sqlite://PATH` (created if missing) or `postgres://...`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/chat.db")]
-    pub database_url: String,
 
     /// Deliveries of one message before it goes to the dead-letter place.
     #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -88,7 +84,6 @@ mod tests {
         );
         let config = |url: &str, create: bool| BackendConfig {
             queue_url: url.into(),
-            database_url: String::new(),
             max_attempts: 5,
             memory_queue_capacity: 1,
             delivery_buffer: 1,

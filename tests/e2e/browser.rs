@@ -695,7 +695,7 @@ async fn gateway_restart_loses_and_repeats_nothing_on_screen() {
 }
 
 async fn second_store_count(db_url: &str) -> u64 {
-    let store = worker::Store::connect(db_url, Default::default())
+    let store = store::Store::connect(db_url, Default::default())
         .await
         .unwrap();
     let room = shared::RoomId::parse("lobby").unwrap();

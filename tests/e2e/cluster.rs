@@ -256,8 +256,8 @@ impl Cluster {
     }
 
     /// The store, opened beside the cluster.
-    pub async fn store(&self) -> worker::Store {
-        worker::Store::connect(&self.db.url, Default::default())
+    pub async fn store(&self) -> store::Store {
+        store::Store::connect(&self.db.url, Default::default())
             .await
             .unwrap()
     }

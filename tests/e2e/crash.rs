@@ -102,7 +102,7 @@ async fn check_room(
     room: &str,
     acked: &HashMap<String, Vec<usize>>,
 ) -> Result<(), String> {
-    let store = worker::Store::connect(store_url, Default::default())
+    let store = store::Store::connect(store_url, Default::default())
         .await
         .map_err(|e| e.to_string())?;
     let room_id = shared::RoomId::parse(room).unwrap();
@@ -150,7 +150,7 @@ async fn check_room(
 
 /// (from, id) of every stored message of `room`, in `seq` order.
 async fn read_room(
-    store: &worker::Store,
+    store: &store::Store,
     room: &shared::RoomId,
 ) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Opens the database (running migrations) and installs a trigger written in SQL.
 async fn with_trigger(db_url: &str, sql: &str) {
     drop(
-        worker::Store::connect(db_url, Default::default())
+        store::Store::connect(db_url, Default::default())
             .await
             .unwrap(),
     );
@@ -234,7 +234,7 @@ async fn stopping_tells_clients_1012_and_processes_what_was_acked() {
     });
     assert_eq!(a.closed().await, 1012);
     stopping.await.unwrap();
-    let store = worker::Store::connect(&db, Default::default())
+    let store = store::Store::connect(&db, Default::default())
         .await
         .unwrap();
     let room = shared::RoomId::parse("lobby").unwrap();
@@ -342,7 +342,7 @@ impl Queue for PanicOnce {
     }
 }
 
-async fn stored_ids(store: &worker::Store, room: &str) -> Vec<String> {
+async fn stored_ids(store: &store::Store, room: &str) -> Vec<String> {
     let room = shared::RoomId::parse(room).unwrap();
     let page = store.after(&room, 0, 100).await.unwrap();
     page.iter().map(|m| m.id.as_str().to_owned()).collect()
@@ -363,7 +363,7 @@ async fn publish_bodies(queue: &dyn Queue, room: &str, messages: &[(&str, &str)]
 async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again() {
     let metrics = telemetry::metrics_handle();
     let (_dir, db) = temp_db();
-    let store = worker::Store::connect(&db, Default::default())
+    let store = store::Store::connect(&db, Default::default())
         .await
         .unwrap();
     let opts = QueueOptions {

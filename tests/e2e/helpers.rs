@@ -33,7 +33,7 @@ pub struct TestGateway {
 pub fn config(db_url: &str) -> GatewayConfig {
     let mut c = GatewayConfig::defaults();
     c.backend.queue_url = "memory".into();
-    c.backend.database_url = db_url.to_owned();
+    c.store.database_url = db_url.to_owned();
     c.api_token = Some(API_TOKEN.into());
     c.jwt_secret = None;
     c.limits.rate_per_sec = 10_000.0;
@@ -125,8 +125,8 @@ impl TestGateway {
     }
 
     /// The store of this gateway, opened beside it.
-    pub async fn store(&self) -> worker::Store {
-        worker::Store::connect(&self.db_url, Default::default())
+    pub async fn store(&self) -> store::Store {
+        store::Store::connect(&self.db_url, Default::default())
             .await
             .unwrap()
     }

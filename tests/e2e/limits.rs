@@ -119,8 +119,8 @@ async fn more_than_500_missing_replays_the_newest_500_and_says_truncated() {
     let g = TestGateway::start().await;
     let store = g.store().await;
     let room = shared::RoomId::parse("deep").unwrap();
-    let batch: Vec<worker::store::NewMessage> = (1..=620)
-        .map(|i| worker::store::NewMessage {
+    let batch: Vec<store::NewMessage> = (1..=620)
+        .map(|i| store::NewMessage {
             room: room.clone(),
             id: shared::ClientMsgId::parse(&format!("d{i}")).unwrap(),
             from: shared::UserId::parse("seed").unwrap(),

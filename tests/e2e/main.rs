@@ -21,4 +21,4 @@ mod queue_contract;
 mod replies;
 mod scale_out;
 mod sqs;
-mod store;
+mod store_backends;

@@ -45,10 +45,10 @@ pub fn realistic_body(n: usize, bytes: usize) -> String {
 /// Stores `bodies` in `room` directly, as the workers would have.
 async fn seed(g: &TestGateway, room: &str, bodies: &[String]) {
     let room = RoomId::parse(room).unwrap();
-    let batch: Vec<worker::store::NewMessage> = bodies
+    let batch: Vec<store::NewMessage> = bodies
         .iter()
         .enumerate()
-        .map(|(i, body)| worker::store::NewMessage {
+        .map(|(i, body)| store::NewMessage {
             room: room.clone(),
             id: ClientMsgId::parse(&format!("seed-{i}")).unwrap(),
             from: UserId::parse("seeder").unwrap(),

@@ -1,8 +1,8 @@
 //! Worker settings: how big a batch is, how failures are retried, how many run at once.
 
-use crate::store::StoreOptions;
 use shared::config::BackendConfig;
 use std::time::Duration;
+use store::StoreSettings;
 
 /// Settings of the processing loop; the gateway embeds the same ones for `QUEUE_URL=memory`.
 #[derive(Clone, Debug, clap::Args)]
@@ -25,20 +25,9 @@ pub struct WorkerSettings {
     /// attempt, capped at 30 s. After MAX_ATTEMPTS it goes to the dead-letter place.
     #[arg(long, env = "RETRY_DELAY_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub retry_delay_ms: u64,
-
-    /// Most database connections this process opens (SQLite: one writer and up to 3 readers, each on a thread of its own).
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub db_max_connections: u32,
 }
 
 impl WorkerSettings {
-    pub fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            max_connections: self.db_max_connections,
-            ..StoreOptions::default()
-        }
-    }
-
     /// The delay before attempt `attempt + 1` of a message that failed `attempt` times.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         let base = Duration::from_millis(self.retry_delay_ms);
@@ -67,6 +56,9 @@ pub struct WorkerConfig {
 
     #[command(flatten)]
     pub backend: BackendConfig,
+
+    #[command(flatten)]
+    pub store: StoreSettings,
 
     #[command(flatten)]
     pub settings: WorkerSettings,

@@ -1,5 +1,6 @@
 //! The courier worker: consumes the ingest queue, enriches and stores each message exactly
-//! once with a gapless per-room `seq`, and publishes the result for delivery.
+//! once with a gapless per-room `seq` (through courier-store), and publishes the result
+//! for delivery.
 
 pub mod config;
 pub mod dlq;
@@ -7,12 +8,10 @@ pub mod enrich;
 pub mod error;
 mod listen;
 pub mod pipeline;
-pub mod store;
 
 pub use config::{DlqAction, WorkerCommand, WorkerConfig, WorkerSettings};
 pub use error::Error;
 pub use pipeline::Worker;
-pub use store::Store;
 
 use shared::queue::{self, QueueUrl};
 use shared::shutdown::Shutdown;
@@ -44,11 +43,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
     if let Some(action) = dlq {
         return dlq::run(queue.as_ref(), action, &mut std::io::stdout()).await;
     }
-    let store = Store::connect(
-        &config.backend.database_url,
-        config.settings.store_options(),
-    )
-    .await?;
+    let store = store::Store::connect(&config.store.database_url, config.store.options()).await?;
     let metrics = config.metrics_bind.map(|bind| {
         telemetry::metrics_handle();
         tokio::spawn(listen::serve(bind, queue.clone(), shutdown.clone()))

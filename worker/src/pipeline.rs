@@ -8,13 +8,13 @@
 use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
-use crate::store::{NewMessage, Store, Stored};
 use shared::message::check_body;
 use shared::queue::{Consumer, Delivery, Queue, Settled};
 use shared::shutdown::{Shutdown, backoff};
 use shared::{Envelope, StoredMessage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::{NewMessage, Store, Stored};
 use tracing::{debug, error, info, warn};
 
 const OUTAGE_BASE: Duration = Duration::from_millis(100);
@@ -243,7 +243,7 @@ impl Worker {
         &self,
         msgs: &[NewMessage],
         shutdown: &Shutdown,
-    ) -> Option<Result<Vec<Stored>, Error>> {
+    ) -> Option<Result<Vec<Stored>, store::Error>> {
         let mut failures = 0;
         loop {
             let started = Instant::now();

@@ -21,7 +21,7 @@ use shared::{RoomId, StoredMessage};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use worker::Store;
+use store::Store;
 
 /// Longest a single socket write may take: a client that takes nothing for this long
 /// stopped reading, and is closed with 1008.

@@ -4,17 +4,24 @@
 //! Writes come in batches, one transaction per batch; reads serve replay, history and
 //! resync. Both backends number a room's messages from a counter row locked in the
 //! batch's transaction, so seq has no gaps.
+//!
+//! The worker writes (`store_batch`); the gateway reads (`head`, `after`, `before`) and
+//! asks `ping` for readiness.
 
-use crate::error::Error;
 use shared::sync::lock;
 use shared::url::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod error;
 mod plan;
 mod postgres;
+mod settings;
 mod sqlite;
+
+pub use error::Error;
+pub use settings::StoreSettings;
 
 const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
      WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
@@ -92,7 +99,6 @@ impl Store {
     /// Connects (for SQLite: creates the file and its folder) and runs the migrations.
     pub async fn connect(url: &str, opts: StoreOptions) -> Result<Self, Error> {
         let connect_err = |reason: String| Error::Connect {
-            what: "store",
             url: redact_url(url),
             reason,
         };

@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use shared::{ClientMsgId, RoomId, Timestamp, UserId};
 use std::collections::HashSet;
-use worker::store::{NewMessage, Stored};
+use store::{NewMessage, Stored};
 
 fn msg(room: &str, from: &str, id: &str) -> NewMessage {
     NewMessage {
@@ -19,7 +19,7 @@ fn msg(room: &str, from: &str, id: &str) -> NewMessage {
 }
 
 pub async fn concurrent_writers_leave_no_gap(url: &str) {
-    let store = worker::Store::connect(url, Default::default())
+    let store = store::Store::connect(url, Default::default())
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -63,7 +63,7 @@ pub async fn concurrent_writers_leave_no_gap(url: &str) {
 }
 
 pub async fn batches_are_idempotent(url: &str) {
-    let store = worker::Store::connect(url, Default::default())
+    let store = store::Store::connect(url, Default::default())
         .await
         .unwrap();
     let first = store

@@ -30,8 +30,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The migrations, in order: (version, SQL). The same files PostgreSQL runs through sqlx.
 const MIGRATIONS: [(i64, &str); 2] = [
-    (1, include_str!("../../migrations/0001_messages.sql")),
-    (2, include_str!("../../migrations/0002_trace.sql")),
+    (1, include_str!("../migrations/0001_messages.sql")),
+    (2, include_str!("../migrations/0002_trace.sql")),
 ];
 
 #[derive(Clone)]
