@@ -3,8 +3,8 @@
 use crate::auth::Identity;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
+use crate::protocol::{CommandError, ErrorCode};
 use shared::message::ENVELOPE_VERSION;
-use shared::protocol::{CommandError, ErrorCode};
 use shared::queue::Queue;
 use shared::shutdown::Shutdown;
 use shared::{ClientMsgId, Envelope, GatewayId, RoomId, Timestamp, UserId};

@@ -1,9 +1,9 @@
 //! The gateway's error type, and the one HTTP error shape clients see.
 
+use crate::protocol::{CommandError, ErrorCode};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::protocol::{CommandError, ErrorCode};
 use shared::queue::QueueError;
 
 /// What can stop the gateway from starting or running.

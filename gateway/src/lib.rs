@@ -10,6 +10,7 @@ pub mod hub;
 pub mod ops;
 pub mod origin;
 pub mod page;
+pub mod protocol;
 pub mod ratelimit;
 pub mod serve;
 pub mod web;

@@ -77,8 +77,8 @@ pub fn history_frame(room: &RoomId, messages: &[StoredMessage], reference: Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ServerEvent;
     use serde_json::Value;
-    use shared::protocol::ServerEvent;
     use shared::{ClientMsgId, UserId};
 
     fn stored(seq: u64, body: &str) -> StoredMessage {

@@ -3,7 +3,6 @@
 pub mod config;
 pub mod ids;
 pub mod message;
-pub mod protocol;
 pub mod queue;
 pub mod shutdown;
 pub mod sqlite;

@@ -13,9 +13,9 @@
 
 use super::outbox::{self, Intake};
 use crate::hub::{JoinedReply, LeftReply, Outbound};
+use crate::protocol::{REPLAY_MAX, ServerEvent};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
-use shared::protocol::{REPLAY_MAX, ServerEvent};
 use shared::shutdown::Shutdown;
 use shared::{RoomId, StoredMessage};
 use std::collections::HashMap;

@@ -3,10 +3,10 @@
 //! Commands are parsed by hand from a JSON object so that every refusal can name the
 //! field at fault and still echo the command's `ref` and `id` back to the client.
 
-use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
-use crate::message::{BodyError, StoredMessage, check_body};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use shared::message::{BodyError, StoredMessage, check_body};
 /// Longest `ref` a client may attach to a command.
 pub const MAX_REF_LEN: usize = 64;
 /// Default and largest page of `history`.
