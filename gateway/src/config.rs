@@ -1,6 +1,6 @@
 //! Gateway settings: one typed struct, every field a flag and an environment variable.
 
-use shared::config::BackendConfig;
+use queue::QueueSettings;
 use std::net::SocketAddr;
 use std::time::Duration;
 use store::StoreSettings;
@@ -55,7 +55,7 @@ pub struct GatewayConfig {
     pub api_token: Option<String>,
 
     #[command(flatten)]
-    pub backend: BackendConfig,
+    pub queue: QueueSettings,
 
     #[command(flatten)]
     pub store: StoreSettings,
@@ -191,7 +191,7 @@ impl GatewayConfig {
         if self.api_token.as_deref().is_some_and(str::is_empty) {
             return Err("API_TOKEN is set but empty; unset it to refuse the HTTP API".into());
         }
-        self.backend.queue_url().map_err(|e| e.to_string())?;
+        self.queue.url().map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use crate::protocol::{CommandError, ErrorCode};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::queue::QueueError;
+use queue::QueueError;
 
 /// What can stop the gateway from starting or running.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! once it has caught up (and closes with 1008 if its socket stays blocked meanwhile).
 
 use axum::extract::ws::Utf8Bytes;
-use shared::queue::{QueueError, RoomBinding};
+use queue::{QueueError, RoomBinding};
 use shared::sync::lock;
 use shared::{RoomId, StoredMessage};
 use std::collections::{BTreeMap, HashMap};

@@ -24,9 +24,9 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hub::Hub;
+use queue::{FeedEvent, Queue, QueueUrl};
 use serve::ServeLimits;
 use shared::GatewayId;
-use shared::queue::{self, FeedEvent, Queue, QueueUrl};
 use shared::shutdown::{self as sd, Shutdown};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -47,8 +47,8 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let (origins, metrics_listener) = prepare(&config).await?;
-    let url = config.backend.queue_url()?;
-    let queue = queue::connect(&url, &config.backend.queue_options()).await?;
+    let url = config.queue.url()?;
+    let queue = queue::connect(&url, &config.queue.options()).await?;
     let store = Store::connect(&config.store.database_url, config.store.options()).await?;
     let gateway = GatewayId::generate();
 
@@ -84,7 +84,7 @@ pub async fn run(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    info!(%addr, gateway = %app.gateway, queue = %shared::url::redact_url(&app.config.backend.queue_url), "gateway listening");
+    info!(%addr, gateway = %app.gateway, queue = %shared::url::redact_url(&app.config.queue.queue_url), "gateway listening");
 
     let stopping = serve_clients(&app, listener, metrics_listener).await;
     drain(

@@ -1,4 +1,4 @@
-# Least privilege, from what the SQS backend (shared/src/queue/sqs/) calls. Every role
+# Least privilege, from what the SQS backend (queue/src/sqs/) calls. Every role
 # gets its actions on its queues only:
 #
 #   every process  at start: GetQueueUrl on the ingest and dead queues, GetQueueAttributes

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the SQS topology of QUEUE_URL=sqs://$PREFIX on LocalStack: the same queues, with
-# the same attributes, that the processes create themselves (shared/src/queue/sqs/) and
+# the same attributes, that the processes create themselves (queue/src/sqs/) and
 # that infra/aws/sqs.tf makes on AWS:
 #
 #   $PREFIX-dead.fifo    FIFO, kept 14 days
@@ -25,7 +25,7 @@ PREFIX="${PREFIX:-courier}"
 MAX_ATTEMPTS="${MAX_ATTEMPTS:-5}"
 ENDPOINT="${ENDPOINT:-${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}}"
 REGION="${REGION:-${AWS_REGION:-us-east-1}}"
-# REDRIVE_MARGIN in shared/src/queue/sqs/client.rs.
+# REDRIVE_MARGIN in queue/src/sqs/client.rs.
 MAX_RECEIVES=$((MAX_ATTEMPTS + 5))
 
 if ! [[ "$PREFIX" =~ ^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$ ]] || [ "${#PREFIX}" -gt 40 ]; then

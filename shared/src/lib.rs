@@ -1,9 +1,9 @@
-//! Types, configuration and the queue abstraction shared by the courier gateway and worker.
+//! What every courier process shares: the wire types that cross processes (ids, the
+//! queue envelope, the stored message, time), shutdown and backoff, the SQLite thread
+//! the store and the embedded queue run on, and small helpers (locks, URLs).
 
-pub mod config;
 pub mod ids;
 pub mod message;
-pub mod queue;
 pub mod shutdown;
 pub mod sqlite;
 pub mod sync;

@@ -263,16 +263,16 @@ impl Cluster {
     }
 
     /// The cluster's queue, opened beside it.
-    pub async fn queue(&self) -> std::sync::Arc<dyn shared::queue::Queue> {
-        let opts = shared::queue::QueueOptions::default();
+    pub async fn queue(&self) -> std::sync::Arc<dyn queue::Queue> {
+        let opts = queue::QueueOptions::default();
         match self.backend {
             Backend::RabbitMq => std::sync::Arc::new(
-                shared::queue::amqp::AmqpQueue::connect(&self.queue_url, &opts)
+                queue::amqp::AmqpQueue::connect(&self.queue_url, &opts)
                     .await
                     .unwrap(),
             ),
             Backend::Sqs => std::sync::Arc::new(
-                shared::queue::sqs::SqsQueue::connect_with(
+                queue::sqs::SqsQueue::connect_with(
                     &self.queue_url,
                     &opts,
                     &crate::sqs::overrides(),
@@ -297,10 +297,10 @@ impl Cluster {
     pub async fn destroy(mut self) {
         self.gateways.clear();
         self.workers.clear();
-        let opts = shared::queue::QueueOptions::default();
+        let opts = queue::QueueOptions::default();
         if self.backend == Backend::Sqs {
             let aws = crate::sqs::overrides();
-            match shared::queue::sqs::SqsQueue::connect_with(&self.queue_url, &opts, &aws).await {
+            match queue::sqs::SqsQueue::connect_with(&self.queue_url, &opts, &aws).await {
                 Ok(q) => {
                     if let Err(e) = q.destroy().await {
                         eprintln!("deleting the cluster's SQS queues: {e}");
@@ -310,7 +310,7 @@ impl Cluster {
             }
             return;
         }
-        if let Ok(q) = shared::queue::amqp::AmqpQueue::connect(&self.queue_url, &opts).await {
+        if let Ok(q) = queue::amqp::AmqpQueue::connect(&self.queue_url, &opts).await {
             let _ = q.destroy().await;
         }
         // Retry queues are declared lazily by whichever worker needed them.

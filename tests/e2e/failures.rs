@@ -2,8 +2,8 @@
 //! and services that cannot be reached at start.
 
 use crate::helpers::*;
+use queue::{Queue, QueueError, QueueOptions, memory::MemoryQueue};
 use serde_json::json;
-use shared::queue::{Queue, QueueError, QueueOptions, memory::MemoryQueue};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ async fn a_poison_message_ends_in_the_dead_letter_place_and_the_room_flows_on() 
     let (_dir, db) = temp_db();
     with_trigger(&db, POISON).await;
     let g = TestGateway::start_on(&db, |c| {
-        c.backend.max_attempts = 3;
+        c.queue.max_attempts = 3;
         c.worker.retry_delay_ms = 50;
     })
     .await;
@@ -75,8 +75,8 @@ async fn embedded_dead_letters_are_listed_and_replayed_with_worker_dlq() {
     let queue_url = format!("sqlite://{}/queue.db", dir.path().display());
     with_trigger(&db, POISON).await;
     let g = TestGateway::start_on(&db, |c| {
-        c.backend.queue_url = queue_url.clone();
-        c.backend.max_attempts = 2;
+        c.queue.queue_url = queue_url.clone();
+        c.queue.max_attempts = 2;
         c.worker.retry_delay_ms = 50;
     })
     .await;
@@ -135,7 +135,7 @@ async fn a_store_that_refuses_for_a_while_gets_retries_not_a_drop() {
     );
     with_trigger(&db, &flaky).await;
     let g = TestGateway::start_on(&db, |c| {
-        c.backend.max_attempts = 10;
+        c.queue.max_attempts = 10;
         c.worker.retry_delay_ms = 200;
     })
     .await;
@@ -156,8 +156,8 @@ async fn a_full_queue_answers_unavailable_and_the_same_id_succeeds_later() {
     let (_dir, db) = temp_db();
     with_trigger(&db, POISON).await;
     let g = TestGateway::start_on(&db, |c| {
-        c.backend.memory_queue_capacity = 1;
-        c.backend.max_attempts = 2;
+        c.queue.memory_queue_capacity = 1;
+        c.queue.max_attempts = 2;
         c.worker.retry_delay_ms = 1500;
     })
     .await;
@@ -316,7 +316,7 @@ impl Queue for PanicOnce {
     async fn publish(&self, room: &shared::RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
         self.inner.publish(room, payload).await
     }
-    async fn consumer(&self) -> Result<Box<dyn shared::queue::Consumer>, QueueError> {
+    async fn consumer(&self) -> Result<Box<dyn queue::Consumer>, QueueError> {
         self.inner.consumer().await
     }
     async fn fan_out(&self, messages: &[Arc<shared::StoredMessage>]) -> Result<(), QueueError> {
@@ -328,16 +328,13 @@ impl Queue for PanicOnce {
         }
         self.inner.fan_out(messages).await
     }
-    async fn subscribe(
-        &self,
-        g: &shared::GatewayId,
-    ) -> Result<shared::queue::Subscription, QueueError> {
+    async fn subscribe(&self, g: &shared::GatewayId) -> Result<queue::Subscription, QueueError> {
         self.inner.subscribe(g).await
     }
     async fn ping(&self) -> Result<(), QueueError> {
         self.inner.ping().await
     }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<shared::queue::DeadLetter>, QueueError> {
+    async fn dead_letters(&self, max: usize) -> Result<Vec<queue::DeadLetter>, QueueError> {
         self.inner.dead_letters(max).await
     }
 }
@@ -350,7 +347,7 @@ async fn stored_ids(store: &store::Store, room: &str) -> Vec<String> {
 
 async fn publish_bodies(queue: &dyn Queue, room: &str, messages: &[(&str, &str)]) {
     for (id, body) in messages {
-        let mut env = shared::queue::contract::envelope(room, id);
+        let mut env = queue::contract::envelope(room, id);
         env.body = (*body).into();
         queue.publish(&env.room, env.to_json()).await.unwrap();
     }
@@ -485,7 +482,7 @@ async fn a_full_disk_under_the_store_is_waited_out_and_nothing_acked_is_lost() {
     let queue_dir = tempfile::tempdir().unwrap();
     let queue_url = format!("sqlite://{}/queue.db", queue_dir.path().display());
     let g = TestGateway::start_on(&db, |c| {
-        c.backend.queue_url = queue_url.clone();
+        c.queue.queue_url = queue_url.clone();
         c.worker.retry_delay_ms = 50;
     })
     .await;
@@ -541,7 +538,7 @@ async fn a_full_disk_under_the_queue_refuses_sends_until_space_returns() {
     let disk = Tmpfs::mount(4);
     let queue_url = format!("sqlite://{}/queue.db", disk.0.path().display());
     let (_dir, db) = temp_db();
-    let g = TestGateway::start_on(&db, |c| c.backend.queue_url = queue_url.clone()).await;
+    let g = TestGateway::start_on(&db, |c| c.queue.queue_url = queue_url.clone()).await;
     let mut a = g.client("alice").await;
     a.join("q").await;
     let filler = disk.fill();

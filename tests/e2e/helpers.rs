@@ -32,7 +32,7 @@ pub struct TestGateway {
 /// Settings for tests: its own database, the HTTP API on, generous rate limits.
 pub fn config(db_url: &str) -> GatewayConfig {
     let mut c = GatewayConfig::defaults();
-    c.backend.queue_url = "memory".into();
+    c.queue.queue_url = "memory".into();
     c.store.database_url = db_url.to_owned();
     c.api_token = Some(API_TOKEN.into());
     c.jwt_secret = None;

@@ -2,8 +2,8 @@
 //! amqp://guest:guest@127.0.0.1:5672/%2f), and RabbitMQ's recovery when the broker drops
 //! every connection. The embedded queues pass the same contract in their unit tests.
 
-use shared::queue::amqp::AmqpQueue;
-use shared::queue::{FeedEvent, Queue, QueueError, QueueOptions, contract};
+use queue::amqp::AmqpQueue;
+use queue::{FeedEvent, Queue, QueueError, QueueOptions, contract};
 use shared::{Enriched, GatewayId, RoomId, StoredMessage};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -224,7 +224,7 @@ async fn reconnect_case(q: Arc<AmqpQueue>) {
     publish(&q, "before").await.unwrap();
     let got = contract::collect(&mut *consumer, 1, RECOVERY).await;
     assert_eq!(got.len(), 1, "delivered before the fault");
-    shared::queue::Delivery::ack_all(got).await.unwrap();
+    queue::Delivery::ack_all(got).await.unwrap();
 
     let refused = publish_through_a_fault(&q).await;
     assert!(
@@ -298,7 +298,7 @@ async fn publish_through_a_fault(q: &AmqpQueue) -> usize {
 
 /// Receives (acking everything) until the message `id` arrives; receive errors while the
 /// consumer re-opens must be `Unavailable`.
-async fn receive_until(consumer: &mut dyn shared::queue::Consumer, id: &str) -> bool {
+async fn receive_until(consumer: &mut dyn queue::Consumer, id: &str) -> bool {
     let end = Instant::now() + RECOVERY;
     while Instant::now() < end {
         match consumer.receive(100).await {
@@ -307,7 +307,7 @@ async fn receive_until(consumer: &mut dyn shared::queue::Consumer, id: &str) -> 
                     shared::Envelope::from_json(&d.payload).is_ok_and(|e| e.id.as_str() == id)
                 });
                 // Acks of deliveries from before the reconnect may fail; they come back.
-                let _ = shared::queue::Delivery::ack_all(batch).await;
+                let _ = queue::Delivery::ack_all(batch).await;
                 if found {
                     return true;
                 }

@@ -9,8 +9,8 @@
 
 use crate::cluster::{Backend, Cluster};
 use crate::helpers::unique_suffix;
-use shared::queue::sqs::{AwsOverrides, REDRIVE_MARGIN, SqsQueue};
-use shared::queue::{Delivery, FeedEvent, Queue, QueueError, QueueOptions, contract};
+use queue::sqs::{AwsOverrides, REDRIVE_MARGIN, SqsQueue};
+use queue::{Delivery, FeedEvent, Queue, QueueError, QueueOptions, contract};
 use shared::{Envelope, GatewayId, RoomId, StoredMessage};
 use std::collections::HashSet;
 use std::future::Future;

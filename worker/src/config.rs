@@ -1,6 +1,6 @@
 //! Worker settings: how big a batch is, how failures are retried, how many run at once.
 
-use shared::config::BackendConfig;
+use queue::QueueSettings;
 use std::time::Duration;
 use store::StoreSettings;
 
@@ -55,7 +55,7 @@ pub struct WorkerConfig {
     pub metrics_bind: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
-    pub backend: BackendConfig,
+    pub queue: QueueSettings,
 
     #[command(flatten)]
     pub store: StoreSettings,

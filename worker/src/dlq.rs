@@ -2,8 +2,8 @@
 
 use crate::config::DlqAction;
 use crate::error::Error;
+use queue::{DeadLetter, DeadLetterFilter, Queue};
 use serde_json::{Value, json};
-use shared::queue::{DeadLetter, DeadLetterFilter, Queue};
 use std::io::Write;
 
 /// Runs one dead-letter action and writes its result to `out`.
@@ -60,8 +60,8 @@ fn describe(d: &DeadLetter) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::queue::memory::MemoryQueue;
-    use shared::queue::{Queue, QueueOptions};
+    use queue::memory::MemoryQueue;
+    use queue::{Queue, QueueOptions};
     use std::time::Duration;
 
     #[tokio::test]
@@ -71,7 +71,7 @@ mod tests {
             ..Default::default()
         });
         for id in ["a", "b"] {
-            let env = shared::queue::contract::envelope("room-t", id);
+            let env = queue::contract::envelope("room-t", id);
             q.publish(&env.room, env.to_json()).await.unwrap();
         }
         let mut c = q.consumer().await.unwrap();

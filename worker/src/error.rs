@@ -1,6 +1,6 @@
 //! The worker crate's error type.
 
-use shared::queue::QueueError;
+use queue::QueueError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -13,13 +13,13 @@ pub use config::{DlqAction, WorkerCommand, WorkerConfig, WorkerSettings};
 pub use error::Error;
 pub use pipeline::Worker;
 
-use shared::queue::{self, QueueUrl};
+use queue::QueueUrl;
 use shared::shutdown::Shutdown;
 
 /// Runs the worker binary's job: a `dlq` command, or consuming until `shutdown` (with the
 /// metrics listener when `METRICS_BIND` is set).
 pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> {
-    let url = config.backend.queue_url()?;
+    let url = config.queue.url()?;
     if url == QueueUrl::Memory {
         return Err(Error::Config(
             "QUEUE_URL=memory is an in-process queue that only the gateway can feed; \
@@ -39,7 +39,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
                 .into(),
         ));
     }
-    let queue = queue::connect(&url, &config.backend.queue_options()).await?;
+    let queue = queue::connect(&url, &config.queue.options()).await?;
     if let Some(action) = dlq {
         return dlq::run(queue.as_ref(), action, &mut std::io::stdout()).await;
     }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use shared::queue::Queue;
+use queue::Queue;
 use shared::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,8 +8,8 @@
 use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
+use queue::{Consumer, Delivery, Queue, Settled};
 use shared::message::check_body;
-use shared::queue::{Consumer, Delivery, Queue, Settled};
 use shared::shutdown::{Shutdown, backoff};
 use shared::{Envelope, StoredMessage};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! queue, or purge them all.
 
 use super::link::{Link, Outgoing, json_properties, rpc};
-use crate::queue::{DeadLetterFilter, QueueError};
+use crate::{DeadLetterFilter, QueueError};
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
 /// Most dead letters one replay looks at; run it again for more.
@@ -29,7 +29,7 @@ pub(super) async fn replay(link: &Link, filter: &DeadLetterFilter) -> Result<usi
             continue;
         }
         // Back to the room's partition, so it is processed in line with the room.
-        let room = crate::Envelope::from_json(&m.delivery.data)
+        let room = shared::Envelope::from_json(&m.delivery.data)
             .map(|e| e.room.as_str().to_owned())
             .unwrap_or_default();
         session

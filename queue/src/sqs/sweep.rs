@@ -8,7 +8,7 @@ use super::client::{
     CALL_TIMEOUT, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, delete_queue, list_queues, unix_now,
 };
 use super::fanout::MAX_GATEWAYS;
-use crate::queue::QueueError;
+use crate::QueueError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Weak;

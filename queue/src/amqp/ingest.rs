@@ -6,15 +6,13 @@
 use super::balance::{Partition, Partitions};
 use super::link::{Link, Outgoing, json_properties, rpc};
 use super::{header_string, header_u32};
-use crate::ids::RoomId;
-use crate::queue::{
-    Consumer, DeadLetter, Delivery, QueueError, QueueOptions, Settle, Settled, Token,
-};
+use crate::{Consumer, DeadLetter, Delivery, QueueError, QueueOptions, Settle, Settled, Token};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use shared::ids::RoomId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

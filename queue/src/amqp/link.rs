@@ -3,9 +3,7 @@
 //! publishing both roles share (confirmed publishes, RPC timeouts).
 
 use super::{Names, unavailable};
-use crate::queue::QueueError;
-use crate::shutdown::backoff;
-use crate::sync::lock;
+use crate::QueueError;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -14,6 +12,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use shared::shutdown::backoff;
+use shared::sync::lock;
 use std::collections::{BTreeSet, HashSet};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -7,10 +7,10 @@
 //! worker thread and back for every statement, about eight thread switches a group.)
 
 use super::{BURY, DELETE, GROUP_MAX, INSERT, PROBE, RETRY, UNBURY, lock};
-use crate::ids::RoomId;
-use crate::queue::QueueError;
-use crate::sqlite::OpenOptions;
-use crate::sqlite::rusqlite::{self, Connection, Params, TransactionBehavior, params};
+use crate::QueueError;
+use shared::ids::RoomId;
+use shared::sqlite::OpenOptions;
+use shared::sqlite::rusqlite::{self, Connection, Params, TransactionBehavior, params};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -200,7 +200,7 @@ fn write_group(conn: &mut Connection, group: &[Op]) -> Result<(), Failed> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| Failed("starting a queue transaction", e))?;
-    let now = crate::Timestamp::now().as_millis();
+    let now = shared::Timestamp::now().as_millis();
     for op in group {
         write_op(&tx, op, now)?;
     }

@@ -17,11 +17,11 @@ mod link;
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
 };
-use crate::ids::{GatewayId, RoomId};
-use crate::message::StoredMessage;
 use async_trait::async_trait;
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
+use shared::ids::{GatewayId, RoomId};
+use shared::message::StoredMessage;
 use std::sync::Arc;
 
 /// The prefix used when `QUEUE_URL` has no `?prefix=`.
@@ -46,7 +46,7 @@ impl AmqpQueue {
         let (broker_url, prefix, partitions) = split_options(url)?;
         let link = Link::connect(
             broker_url,
-            crate::url::redact_url(url),
+            shared::url::redact_url(url),
             Names::new(prefix, partitions),
         )
         .await?;
@@ -137,7 +137,7 @@ impl Names {
 
     /// The ingest partition that carries `room`'s messages.
     fn ingest_of(&self, room: &str) -> &str {
-        &self.ingest[crate::queue::partition_of(room, self.ingest.len())]
+        &self.ingest[crate::partition_of(room, self.ingest.len())]
     }
 
     /// The retry queue of one delay for one partition: expired messages go back to the
@@ -154,7 +154,7 @@ impl Names {
 /// Splits our own `prefix` and `partitions` query parameters off the URL; lapin gets the
 /// rest untouched.
 fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
-    let (base, pairs) = crate::url::split_query(url);
+    let (base, pairs) = shared::url::split_query(url);
     let mut prefix = None;
     let mut partitions = None;
     let mut kept = Vec::new();
@@ -167,11 +167,11 @@ fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
         }
     }
     let bad = |reason: &str| QueueError::Unsupported {
-        url: crate::url::redact_url(url),
+        url: shared::url::redact_url(url),
         reason: reason.into(),
     };
     let prefix = prefix.unwrap_or(DEFAULT_PREFIX);
-    if !crate::ids::is_valid_name(prefix) {
+    if !shared::ids::is_valid_name(prefix) {
         return Err(bad("prefix must match [A-Za-z0-9_.:-]{1,64}"));
     }
     let partitions = match partitions {

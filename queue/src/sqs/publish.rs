@@ -10,11 +10,11 @@
 use super::Shared;
 use super::client::{CALL_TIMEOUT, call};
 use super::codec::{Body, MAX_BODY, dedup_id};
-use crate::ids::RoomId;
-use crate::queue::QueueError;
-use crate::shutdown::backoff;
+use crate::QueueError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use shared::ids::RoomId;
+use shared::shutdown::backoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};

@@ -2,7 +2,7 @@
 //! in-order queue, cancelled when dropped.
 
 use super::link::{Link, Session, rpc};
-use crate::queue::QueueError;
+use crate::QueueError;
 use lapin::message::DeliveryResult;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;

@@ -14,11 +14,11 @@ use super::client::{
 use super::codec;
 use super::fanout::{DISCOVER_EVERY, unpack};
 use super::{Shared, batch};
-use crate::ids::{GatewayId, RoomId};
-use crate::queue::{FeedEvent, QueueError, RoomSet, Subscription};
-use crate::shutdown::backoff;
-use crate::sync::lock;
+use crate::{FeedEvent, QueueError, RoomSet, Subscription};
 use aws_sdk_sqs::types::QueueAttributeName;
+use shared::ids::{GatewayId, RoomId};
+use shared::shutdown::backoff;
+use shared::sync::lock;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! receipt handle, for any queue.
 
 use super::client::{CALL_TIMEOUT, call};
-use crate::queue::QueueError;
+use crate::QueueError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,

@@ -4,14 +4,14 @@
 
 use super::consume::Subscribed;
 use super::link::{Link, Outgoing, json_properties, rpc};
-use crate::ids::{GatewayId, RoomId};
-use crate::message::StoredMessage;
-use crate::queue::{FeedEvent, QueueError, RoomBinding, Subscription};
-use crate::shutdown::backoff;
+use crate::{FeedEvent, QueueError, RoomBinding, Subscription};
 use async_trait::async_trait;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use shared::ids::{GatewayId, RoomId};
+use shared::message::StoredMessage;
+use shared::shutdown::backoff;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::{Shared, batch};
-use crate::queue::{DeadLetter, DeadLetterFilter, QueueError};
+use crate::{DeadLetter, DeadLetterFilter, QueueError};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! each room is processed in publish order whatever the number of workers.
 
 use super::DeadLetter;
-use crate::ids::RoomId;
+use shared::ids::RoomId;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use tokio::time::Instant;

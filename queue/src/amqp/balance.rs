@@ -12,7 +12,7 @@
 
 use super::consume::Subscribed;
 use super::link::{Link, Session, rpc};
-use crate::queue::QueueError;
+use crate::QueueError;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use std::sync::Arc;

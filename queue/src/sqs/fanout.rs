@@ -10,9 +10,9 @@
 use super::Shared;
 use super::client::{CALL_TIMEOUT, call, list_queues};
 use super::codec::{Body, MAX_BODY};
-use crate::message::StoredMessage;
-use crate::queue::QueueError;
-use crate::sync::lock;
+use crate::QueueError;
+use shared::message::StoredMessage;
+use shared::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -198,8 +198,8 @@ mod tests {
     fn msg(seq: u64, body: &str) -> Arc<StoredMessage> {
         let v = serde_json::json!({
             "room": "r", "seq": seq, "id": format!("m{seq}"), "from": "u", "body": body,
-            "sent_at": crate::time::Timestamp::now(),
-            "enriched": crate::message::Enriched::default(),
+            "sent_at": shared::time::Timestamp::now(),
+            "enriched": shared::message::Enriched::default(),
         });
         Arc::new(serde_json::from_value(v).expect("a stored message from JSON"))
     }

@@ -26,11 +26,11 @@ mod sweep;
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
 };
-use crate::ids::{GatewayId, RoomId};
-use crate::message::StoredMessage;
 use async_trait::async_trait;
 use client::Topology;
 pub use client::{AwsOverrides, REDRIVE_MARGIN};
+use shared::ids::{GatewayId, RoomId};
+use shared::message::StoredMessage;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ impl Settings {
         let rest = url
             .strip_prefix("sqs://")
             .ok_or_else(|| bad("expected sqs://[PREFIX][?options]".into()))?;
-        let (path, pairs) = crate::url::split_query(rest);
+        let (path, pairs) = shared::url::split_query(rest);
         let path = path.trim_end_matches('/');
         let mut s = Self {
             prefix: if path.is_empty() {
@@ -212,7 +212,7 @@ impl SqsQueue {
         opts: &QueueOptions,
         overrides: &AwsOverrides,
     ) -> Result<Self, QueueError> {
-        let settings = Settings::parse(&crate::url::redact_url(url))?;
+        let settings = Settings::parse(&shared::url::redact_url(url))?;
         let names = Names::new(&settings);
         let (sqs, whereabouts) = client::build(overrides).await;
         let connect_error = |reason: String| QueueError::Connect {

@@ -9,10 +9,10 @@ use super::{
     Consumer, DeadLetter, DeadLetterFilter, Delivery, FeedEvent, Queue, QueueError, QueueOptions,
     RoomSet, Settle, Settled, Subscription, Token,
 };
-use crate::ids::{GatewayId, RoomId};
-use crate::message::StoredMessage;
-use crate::sync::lock;
 use async_trait::async_trait;
+use shared::ids::{GatewayId, RoomId};
+use shared::message::StoredMessage;
+use shared::sync::lock;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
@@ -79,7 +79,7 @@ impl MemoryQueue {
         let queue = Self::with_journal(opts, Some(journal));
         {
             let mut st = queue.inner.lock();
-            let now_ms = crate::Timestamp::now().as_millis();
+            let now_ms = shared::Timestamp::now().as_millis();
             let now = Instant::now();
             for row in rows {
                 let wait = u64::try_from(row.available_at - now_ms).unwrap_or(0);
@@ -426,7 +426,7 @@ impl Settle for Inner {
             return Ok(Settled::DeadLettered);
         }
         if let Some(j) = &self.journal {
-            let at = crate::Timestamp::now().as_millis() + delay.as_millis() as i64;
+            let at = shared::Timestamp::now().as_millis() + delay.as_millis() as i64;
             if let Err(e) = j.retry(item.order, item.attempts, at).await {
                 self.lock().put_back(item);
                 self.wake.notify_waiters();

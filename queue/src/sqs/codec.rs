@@ -5,9 +5,9 @@
 //! anything else (not UTF-8, or a refused character) travels as base64, marked by the
 //! `courier-encoding` attribute.
 
-use crate::ids::RoomId;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use sha2::{Digest, Sha256};
+use shared::ids::RoomId;
 use std::collections::HashMap;
 
 /// `base64` when the body is base64 of the payload.

@@ -12,11 +12,11 @@
 mod commit;
 
 use super::{DeadLetter, DeadLetterFilter, QueueError};
-use crate::ids::RoomId;
-use crate::sqlite::rusqlite::{self, Connection, TransactionBehavior};
-use crate::sqlite::{Db, OpenOptions};
-use crate::sync::lock;
 use commit::Op;
+use shared::ids::RoomId;
+use shared::sqlite::rusqlite::{self, Connection, TransactionBehavior};
+use shared::sqlite::{Db, OpenOptions};
+use shared::sync::lock;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;

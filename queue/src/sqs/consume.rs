@@ -10,13 +10,13 @@
 use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::{Shared, batch};
-use crate::queue::{Consumer, Delivery, QueueError, Settle, Settled, Token};
-use crate::sync::lock;
+use crate::{Consumer, Delivery, QueueError, Settle, Settled, Token};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
+use shared::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};

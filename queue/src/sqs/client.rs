@@ -3,7 +3,7 @@
 //! the queues of a prefix.
 
 use super::{Names, Settings};
-use crate::queue::QueueError;
+use crate::QueueError;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;

@@ -5,20 +5,29 @@
 //! broker confirmed; deliveries are settled explicitly (ack after the store commit,
 //! retry with a delay, dead-letter after the configured attempts); fan-out is routed
 //! per room so a gateway only receives rooms it has members in.
+//!
+//! The embedded queue (`memory`, in process, durable in SQLite or volatile) is always
+//! built; RabbitMQ and SQS are the cargo features `amqp` and `sqs`. The contract every
+//! backend passes is [`contract`], for other crates' tests under `test-support`.
 
+#[cfg(feature = "amqp")]
 pub mod amqp;
+mod config;
 mod journal;
 mod lanes;
 pub mod memory;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
-#[cfg(any(test, feature = "contract-tests"))]
+#[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 
-use crate::ids::{GatewayId, RoomId};
-use crate::message::StoredMessage;
-use crate::sync::lock;
+pub use config::{QueueSettings, QueueUrl};
+
 use async_trait::async_trait;
+use shared::ids::{GatewayId, RoomId};
+use shared::message::StoredMessage;
+use shared::sync::lock;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,71 +74,6 @@ impl Default for QueueOptions {
     }
 }
 
-/// The parsed form of `QUEUE_URL`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueUrl {
-    /// In-process queue, lost with the process; only meaningful inside one gateway with
-    /// embedded workers.
-    Memory,
-    /// In-process queue kept in a SQLite file: the embedded topology's durable default.
-    Sqlite {
-        path: std::path::PathBuf,
-        /// `?sync=full`: fsync every commit, so a power loss loses nothing acked either.
-        sync_full: bool,
-    },
-    Amqp(String),
-    Sqs(String),
-}
-
-impl QueueUrl {
-    pub fn parse(s: &str) -> Result<Self, QueueError> {
-        if s == "memory" {
-            Ok(Self::Memory)
-        } else if let Some(rest) = s.strip_prefix("sqlite://") {
-            Self::parse_sqlite(s, rest)
-        } else if s.starts_with("amqp://") || s.starts_with("amqps://") {
-            Ok(Self::Amqp(s.to_owned()))
-        } else if s.starts_with("sqs://") {
-            Ok(Self::Sqs(s.to_owned()))
-        } else {
-            Err(QueueError::Unsupported {
-                url: crate::url::redact_url(s),
-                reason:
-                    "expected sqlite://PATH, memory, amqp://user:pass@host:port/vhost or sqs://"
-                        .into(),
-            })
-        }
-    }
-
-    fn parse_sqlite(url: &str, rest: &str) -> Result<Self, QueueError> {
-        let bad = |reason: &str| QueueError::Unsupported {
-            url: url.to_owned(),
-            reason: reason.into(),
-        };
-        let (path, pairs) = crate::url::split_query(rest);
-        if path.is_empty() {
-            return Err(bad("expected sqlite://PATH (a file, created if missing)"));
-        }
-        let mut sync_full = false;
-        for pair in pairs {
-            match pair {
-                ("sync", "full") => sync_full = true,
-                ("sync", "normal") => sync_full = false,
-                _ => return Err(bad("the only option is sync=normal|full")),
-            }
-        }
-        Ok(Self::Sqlite {
-            path: path.into(),
-            sync_full,
-        })
-    }
-
-    /// The in-process queues: the gateway runs the workers itself.
-    pub fn is_embedded(&self) -> bool {
-        matches!(self, Self::Memory | Self::Sqlite { .. })
-    }
-}
-
 /// The partition of `room` among `partitions`: FNV-1a of its name, the same in every
 /// process and every version, so a room's messages always meet in one partition.
 pub fn partition_of(room: &str, partitions: usize) -> usize {
@@ -148,7 +92,9 @@ pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queu
         QueueUrl::Sqlite { path, sync_full } => Ok(Arc::new(
             memory::MemoryQueue::open_durable(path, *sync_full, opts.clone()).await?,
         )),
+        #[cfg(feature = "amqp")]
         QueueUrl::Amqp(u) => Ok(Arc::new(amqp::AmqpQueue::connect(u, opts).await?)),
+        #[cfg(feature = "sqs")]
         QueueUrl::Sqs(u) => Ok(Arc::new(sqs::SqsQueue::connect(u, opts).await?)),
     }
 }

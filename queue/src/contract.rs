@@ -2,9 +2,9 @@
 //! tests, and the broker backends run the very same functions against real brokers.
 
 use super::{Consumer, Delivery, Queue, QueueOptions, Settled};
-use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
-use crate::message::{ENVELOPE_VERSION, Enriched, Envelope, StoredMessage};
-use crate::time::Timestamp;
+use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use shared::message::{ENVELOPE_VERSION, Enriched, Envelope, StoredMessage};
+use shared::time::Timestamp;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
