@@ -191,7 +191,6 @@ impl GatewayConfig {
         if self.api_token.as_deref().is_some_and(str::is_empty) {
             return Err("API_TOKEN is set but empty; unset it to refuse the HTTP API".into());
         }
-        self.queue.url().map_err(|e| e.to_string())?;
         Ok(())
     }
 

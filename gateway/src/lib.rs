@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hub::Hub;
-use queue::{FeedEvent, Queue, QueueUrl};
+use queue::{FeedEvent, Queue, QueueConfig};
 use serve::ServeLimits;
 use shared::GatewayId;
 use shared::shutdown::{self as sd, Shutdown};
@@ -46,14 +46,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let (origins, metrics_listener) = prepare(&config).await?;
-    let url = config.queue.url()?;
-    let queue = queue::connect(&url, &config.queue.options()).await?;
+    let (queue_config, origins, metrics_listener) = prepare(&config).await?;
+    let queue = queue::connect(&queue_config).await?;
     let store = Store::connect(&config.store.database_url, config.store.options()).await?;
     let gateway = GatewayId::generate();
 
     let (workers_stop, workers_sd) = sd::channel();
-    let workers = url.is_embedded().then(|| {
+    let workers = queue_config.url.is_embedded().then(|| {
         let w = Worker::new(queue.clone(), store.clone(), config.worker.clone());
         tokio::spawn(w.run(workers_sd))
     });
@@ -90,7 +89,7 @@ pub async fn run(
     drain(
         &app,
         queue.as_ref(),
-        url == QueueUrl::Memory,
+        queue_config.url.is_volatile(),
         stopping + app.config.limits.drain(),
     )
     .await;
@@ -106,9 +105,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Checks the settings, binds `METRICS_BIND`, and warns when identities are self-chosen.
-async fn prepare(config: &GatewayConfig) -> Result<(origin::Origins, Option<TcpListener>), Error> {
+/// Checks the settings (`QUEUE_URL` parsed once, here), binds `METRICS_BIND`, and warns
+/// when identities are self-chosen.
+async fn prepare(
+    config: &GatewayConfig,
+) -> Result<(QueueConfig, origin::Origins, Option<TcpListener>), Error> {
     config.validate().map_err(Error::Config)?;
+    let queue = config
+        .queue
+        .parse()
+        .map_err(|e| Error::Config(e.to_string()))?;
     let origins =
         origin::Origins::parse(config.allowed_origins.as_deref()).map_err(Error::Config)?;
     let metrics = match config.metrics_bind {
@@ -127,7 +133,7 @@ async fn prepare(config: &GatewayConfig) -> Result<(origin::Origins, Option<TcpL
             "JWT_SECRET is not set: clients choose who they are (?user=NAME, or a guest name); set it for real identities"
         );
     }
-    Ok((origins, metrics))
+    Ok((queue, origins, metrics))
 }
 
 /// Serves clients (and `/metrics` on its own listener) until shutdown; returns when the

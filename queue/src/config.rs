@@ -40,24 +40,27 @@ pub struct QueueSettings {
 }
 
 impl QueueSettings {
-    /// `QUEUE_URL`, parsed; with `CREATE_QUEUES=false`, an SQS URL without its own
-    /// `create=` gets `create=false`.
-    pub fn url(&self) -> Result<QueueUrl, QueueError> {
-        QueueUrl::parse(&self.queue_url).map(|url| match url {
-            #[cfg(feature = "sqs")]
-            QueueUrl::Sqs(u) if !self.create_queues => QueueUrl::Sqs(without_creation(&u)),
-            other => other,
+    /// Everything the settings say, parsed and checked once: `QUEUE_URL` with its
+    /// options (`CREATE_QUEUES` is the default of an SQS URL's `create=`), and the
+    /// options every backend reads.
+    pub fn parse(&self) -> Result<QueueConfig, QueueError> {
+        Ok(QueueConfig {
+            url: QueueUrl::parse(&self.queue_url, self.create_queues)?,
+            options: QueueOptions {
+                max_attempts: self.max_attempts,
+                receive_wait: Duration::from_secs(1),
+                memory_capacity: self.memory_queue_capacity as usize,
+                delivery_buffer: self.delivery_buffer as usize,
+            },
         })
     }
+}
 
-    pub fn options(&self) -> QueueOptions {
-        QueueOptions {
-            max_attempts: self.max_attempts,
-            receive_wait: Duration::from_secs(1),
-            memory_capacity: self.memory_queue_capacity as usize,
-            delivery_buffer: self.delivery_buffer as usize,
-        }
-    }
+/// The queue a process opens, as [`crate::connect`] takes it.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    pub url: QueueUrl,
+    pub options: QueueOptions,
 }
 
 /// The parsed form of `QUEUE_URL`. The broker variants exist in builds with their cargo
@@ -74,25 +77,28 @@ pub enum QueueUrl {
         sync_full: bool,
     },
     #[cfg(feature = "amqp")]
-    Amqp(String),
+    Amqp(crate::amqp::Settings),
     #[cfg(feature = "sqs")]
-    Sqs(String),
+    Sqs(crate::sqs::Settings),
 }
 
 impl QueueUrl {
-    pub fn parse(s: &str) -> Result<Self, QueueError> {
+    /// `create` is what an SQS URL without `create=` means (`CREATE_QUEUES`); builds
+    /// without SQS have no use for it.
+    #[cfg_attr(not(feature = "sqs"), allow(unused_variables))]
+    fn parse(s: &str, create: bool) -> Result<Self, QueueError> {
         if s == "memory" {
             Ok(Self::Memory)
         } else if let Some(rest) = s.strip_prefix("sqlite://") {
             Self::parse_sqlite(s, rest)
         } else if s.starts_with("amqp://") || s.starts_with("amqps://") {
             #[cfg(feature = "amqp")]
-            return Ok(Self::Amqp(s.to_owned()));
+            return crate::amqp::Settings::parse(s).map(Self::Amqp);
             #[cfg(not(feature = "amqp"))]
             return Err(not_built(s, "RabbitMQ", "amqp"));
         } else if s.starts_with("sqs://") {
             #[cfg(feature = "sqs")]
-            return Ok(Self::Sqs(s.to_owned()));
+            return crate::sqs::Settings::parse_creating(s, create).map(Self::Sqs);
             #[cfg(not(feature = "sqs"))]
             return Err(not_built(s, "SQS", "sqs"));
         } else {
@@ -132,6 +138,11 @@ impl QueueUrl {
     pub fn is_embedded(&self) -> bool {
         matches!(self, Self::Memory | Self::Sqlite { .. })
     }
+
+    /// The in-process queue without a file: what it holds is lost with the process.
+    pub fn is_volatile(&self) -> bool {
+        matches!(self, Self::Memory)
+    }
 }
 
 /// A broker URL in a build without that broker's cargo feature.
@@ -140,19 +151,6 @@ fn not_built(url: &str, broker: &str, feature: &str) -> QueueError {
     QueueError::Unsupported {
         url: redact_url(url),
         reason: format!("this build has no {broker} support (cargo feature {feature})"),
-    }
-}
-
-/// `CREATE_QUEUES=false` as the SQS URL's `create=false`, unless the URL says otherwise.
-#[cfg(feature = "sqs")]
-fn without_creation(url: &str) -> String {
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    if split_query(url).1.iter().any(|(key, _)| *key == "create") {
-        url.to_owned()
-    } else if query.is_empty() {
-        format!("{}?create=false", url.trim_end_matches('?'))
-    } else {
-        format!("{url}&create=false")
     }
 }
 
@@ -172,31 +170,33 @@ mod tests {
 
     #[cfg(feature = "sqs")]
     #[test]
-    fn create_queues_false_reaches_the_sqs_url() {
-        assert_eq!(without_creation("sqs://p"), "sqs://p?create=false");
+    fn create_queues_false_reaches_the_sqs_settings() {
+        let sqs = |url: &str, create: bool| match settings(url, create).parse().unwrap().url {
+            QueueUrl::Sqs(s) => (s.create, s.url),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(
-            without_creation("sqs://p?fifo=false"),
-            "sqs://p?fifo=false&create=false"
+            sqs("sqs://p", false),
+            (false, "sqs://p?create=false".into())
         );
+        assert_eq!(sqs("sqs://p", true), (true, "sqs://p".into()));
         assert_eq!(
-            without_creation("sqs://p?create=true"),
-            "sqs://p?create=true"
-        );
-        assert_eq!(
-            settings("sqs://p", false).url().unwrap(),
-            QueueUrl::Sqs("sqs://p?create=false".into())
-        );
-        assert_eq!(
-            settings("sqs://p", true).url().unwrap(),
-            QueueUrl::Sqs("sqs://p".into())
+            sqs("sqs://p?create=true", false),
+            (true, "sqs://p?create=true".into())
         );
     }
 
     #[test]
     fn embedded_urls_parse() {
-        assert_eq!(settings("memory", false).url().unwrap(), QueueUrl::Memory);
         assert_eq!(
-            settings("sqlite://data/queue.db", false).url().unwrap(),
+            settings("memory", false).parse().unwrap().url,
+            QueueUrl::Memory
+        );
+        assert_eq!(
+            settings("sqlite://data/queue.db", false)
+                .parse()
+                .unwrap()
+                .url,
             QueueUrl::Sqlite {
                 path: "data/queue.db".into(),
                 sync_full: false
@@ -204,21 +204,22 @@ mod tests {
         );
         assert_eq!(
             settings("sqlite:///var/lib/courier/q.db?sync=full", false)
-                .url()
-                .unwrap(),
+                .parse()
+                .unwrap()
+                .url,
             QueueUrl::Sqlite {
                 path: "/var/lib/courier/q.db".into(),
                 sync_full: true
             }
         );
-        assert!(settings("sqlite://", false).url().is_err());
-        assert!(settings("sqlite://q.db?sync=maybe", false).url().is_err());
+        assert!(settings("sqlite://", false).parse().is_err());
+        assert!(settings("sqlite://q.db?sync=maybe", false).parse().is_err());
     }
 
     #[cfg(not(feature = "amqp"))]
     #[test]
     fn a_broker_left_out_of_the_build_is_named() {
-        let err = settings("amqp://u:secret@h/v", true).url().unwrap_err();
+        let err = settings("amqp://u:secret@h/v", true).parse().unwrap_err();
         assert_eq!(
             err.to_string(),
             "unsupported QUEUE_URL \"amqp://u:***@h/v\": this build has no RabbitMQ support (cargo feature amqp)"

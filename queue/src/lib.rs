@@ -22,7 +22,7 @@ pub mod sqs;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 
-pub use config::{QueueSettings, QueueUrl};
+pub use config::{QueueConfig, QueueSettings, QueueUrl};
 
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
@@ -85,17 +85,18 @@ pub fn partition_of(room: &str, partitions: usize) -> usize {
     (hash % partitions.max(1) as u64) as usize
 }
 
-/// Opens the queue named by `url`.
-pub async fn connect(url: &QueueUrl, opts: &QueueOptions) -> Result<Arc<dyn Queue>, QueueError> {
-    match url {
+/// Opens the queue `config` names.
+pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError> {
+    let opts = &config.options;
+    match &config.url {
         QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
         QueueUrl::Sqlite { path, sync_full } => Ok(Arc::new(
             memory::MemoryQueue::open_durable(path, *sync_full, opts.clone()).await?,
         )),
         #[cfg(feature = "amqp")]
-        QueueUrl::Amqp(u) => Ok(Arc::new(amqp::AmqpQueue::connect(u, opts).await?)),
+        QueueUrl::Amqp(s) => Ok(Arc::new(amqp::AmqpQueue::open(s, opts).await?)),
         #[cfg(feature = "sqs")]
-        QueueUrl::Sqs(u) => Ok(Arc::new(sqs::SqsQueue::connect(u, opts).await?)),
+        QueueUrl::Sqs(s) => Ok(Arc::new(sqs::SqsQueue::open(s, opts).await?)),
     }
 }
 

@@ -267,18 +267,14 @@ impl Cluster {
         let opts = queue::QueueOptions::default();
         match self.backend {
             Backend::RabbitMq => std::sync::Arc::new(
-                queue::amqp::AmqpQueue::connect(&self.queue_url, &opts)
+                crate::queue_contract::open(&self.queue_url, &opts)
                     .await
                     .unwrap(),
             ),
             Backend::Sqs => std::sync::Arc::new(
-                queue::sqs::SqsQueue::connect_with(
-                    &self.queue_url,
-                    &opts,
-                    &crate::sqs::overrides(),
-                )
-                .await
-                .unwrap(),
+                crate::sqs::open(&self.queue_url, &opts, &crate::sqs::overrides())
+                    .await
+                    .unwrap(),
             ),
         }
     }
@@ -300,7 +296,7 @@ impl Cluster {
         let opts = queue::QueueOptions::default();
         if self.backend == Backend::Sqs {
             let aws = crate::sqs::overrides();
-            match queue::sqs::SqsQueue::connect_with(&self.queue_url, &opts, &aws).await {
+            match crate::sqs::open(&self.queue_url, &opts, &aws).await {
                 Ok(q) => {
                     if let Err(e) = q.destroy().await {
                         eprintln!("deleting the cluster's SQS queues: {e}");
@@ -310,7 +306,7 @@ impl Cluster {
             }
             return;
         }
-        if let Ok(q) = queue::amqp::AmqpQueue::connect(&self.queue_url, &opts).await {
+        if let Ok(q) = crate::queue_contract::open(&self.queue_url, &opts).await {
             let _ = q.destroy().await;
         }
         // Retry queues are declared lazily by whichever worker needed them.

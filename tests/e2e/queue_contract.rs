@@ -2,7 +2,7 @@
 //! amqp://guest:guest@127.0.0.1:5672/%2f), and RabbitMQ's recovery when the broker drops
 //! every connection. The embedded queues pass the same contract in their unit tests.
 
-use queue::amqp::AmqpQueue;
+use queue::amqp::{AmqpQueue, Settings};
 use queue::{FeedEvent, Queue, QueueError, QueueOptions, contract};
 use shared::{Enriched, GatewayId, RoomId, StoredMessage};
 use std::future::Future;
@@ -21,12 +21,17 @@ fn broker_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Opens the queues and exchanges of an `amqp://` URL.
+pub async fn open(url: &str, opts: &QueueOptions) -> Result<AmqpQueue, QueueError> {
+    AmqpQueue::open(&Settings::parse(url)?, opts).await
+}
+
 /// A fresh RabbitMQ queue under its own `ct-…` prefix, so parallel runs never collide.
 async fn connect(opts: QueueOptions) -> Arc<AmqpQueue> {
     let url = broker_url();
     let sep = if url.contains('?') { '&' } else { '?' };
     let prefix = format!("ct-{}", &GatewayId::generate().as_str()[3..]);
-    let q = AmqpQueue::connect(&format!("{url}{sep}prefix={prefix}"), &opts)
+    let q = open(&format!("{url}{sep}prefix={prefix}"), &opts)
         .await
         .expect("RabbitMQ must be running for these tests (set TEST_AMQP_URL)");
     assert_eq!(q.prefix(), prefix);
@@ -170,7 +175,7 @@ async fn rabbitmq_partitions_dead_letter_past_their_delivery_limit_instead_of_dr
 #[tokio::test]
 async fn rabbitmq_connect_failure_names_the_url_without_its_password() {
     let url = "amqp://guest:secret@127.0.0.1:1/%2f?prefix=ct-refused";
-    let err = AmqpQueue::connect(url, &contract::options())
+    let err = open(url, &contract::options())
         .await
         .err()
         .expect("nothing listens on port 1");

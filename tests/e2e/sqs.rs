@@ -9,7 +9,7 @@
 
 use crate::cluster::{Backend, Cluster};
 use crate::helpers::unique_suffix;
-use queue::sqs::{AwsOverrides, REDRIVE_MARGIN, SqsQueue};
+use queue::sqs::{AwsOverrides, REDRIVE_MARGIN, Settings, SqsQueue};
 use queue::{Delivery, FeedEvent, Queue, QueueError, QueueOptions, contract};
 use shared::{Envelope, GatewayId, RoomId, StoredMessage};
 use std::collections::HashSet;
@@ -56,6 +56,15 @@ pub fn aws_env() -> Vec<(String, String)> {
     ]
 }
 
+/// Opens the queues of an `sqs://` URL.
+pub async fn open(
+    url: &str,
+    opts: &QueueOptions,
+    aws: &AwsOverrides,
+) -> Result<SqsQueue, QueueError> {
+    SqsQueue::open_with(&Settings::parse(url)?, opts, aws).await
+}
+
 fn fresh_prefix() -> String {
     format!("ct-{}", &unique_suffix()[..12])
 }
@@ -63,11 +72,9 @@ fn fresh_prefix() -> String {
 /// Queues under a fresh prefix; `options` is the URL's query (`""` or `?fifo=false`…).
 async fn connect_as(options: &str, opts: QueueOptions, aws: &AwsOverrides) -> Arc<SqsQueue> {
     let url = format!("sqs://{}{options}", fresh_prefix());
-    let q = SqsQueue::connect_with(&url, &opts, aws)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("SQS must answer for these tests (./scripts/localstack.sh start): {e}")
-        });
+    let q = open(&url, &opts, aws).await.unwrap_or_else(|e| {
+        panic!("SQS must answer for these tests (./scripts/localstack.sh start): {e}")
+    });
     Arc::new(q)
 }
 
@@ -85,10 +92,9 @@ where
     let made: Vec<Arc<SqsQueue>> = std::mem::take(&mut *queues.lock().unwrap());
     for q in made {
         // Through the real endpoint: a test may have left its own path broken.
-        let direct =
-            SqsQueue::connect_with(&q.settings().url, &QueueOptions::default(), &overrides())
-                .await
-                .expect("reconnecting to clean up");
+        let direct = SqsQueue::open_with(q.settings(), &QueueOptions::default(), &overrides())
+            .await
+            .expect("reconnecting to clean up");
         let end = Instant::now() + RECOVERY;
         while let Err(e) = direct.destroy().await {
             assert!(Instant::now() < end, "cleaning up {}: {e}", q.prefix());
@@ -274,7 +280,7 @@ async fn start_up_errors_name_the_url_and_the_endpoint() {
         ..overrides()
     };
     let started = Instant::now();
-    let err = SqsQueue::connect_with("sqs://ct-refused", &contract::options(), &unreachable)
+    let err = open("sqs://ct-refused", &contract::options(), &unreachable)
         .await
         .err()
         .expect("nothing listens on port 1");
@@ -291,10 +297,7 @@ async fn start_up_errors_name_the_url_and_the_endpoint() {
         started.elapsed()
     );
 
-    let err = SqsQueue::connect_with("sqs://bad--prefix", &contract::options(), &overrides())
-        .await
-        .err()
-        .expect("an invalid prefix");
+    let err = Settings::parse("sqs://bad--prefix").expect_err("an invalid prefix");
     assert!(matches!(err, QueueError::Unsupported { .. }), "{err}");
 }
 
@@ -305,7 +308,7 @@ async fn start_up_errors_name_the_url_and_the_endpoint() {
 )]
 async fn missing_queues_are_refused_at_start_naming_them() {
     let prefix = fresh_prefix();
-    let err = SqsQueue::connect_with(
+    let err = open(
         &format!("sqs://{prefix}?create=false"),
         &contract::options(),
         &overrides(),
@@ -480,7 +483,7 @@ async fn while_sqs_is_away_publishes_are_unavailable_at_once_and_everything_reco
 )]
 async fn the_queue_of_a_gateway_killed_with_sigkill_is_swept() {
     let mut c = Cluster::start_on(Backend::Sqs, 2, 0, &[]).await;
-    let q = SqsQueue::connect_with(&c.queue_url, &QueueOptions::default(), &overrides())
+    let q = open(&c.queue_url, &QueueOptions::default(), &overrides())
         .await
         .unwrap();
     let listed = q.gateway_queues().await.unwrap();
@@ -542,7 +545,7 @@ async fn the_localstack_init_script_makes_the_queues_the_processes_make() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let q = SqsQueue::connect_with(
+        let q = open(
             &format!("sqs://{by_script}?create=false"),
             &opts,
             &overrides(),

@@ -13,14 +13,13 @@ pub use config::{DlqAction, WorkerCommand, WorkerConfig, WorkerSettings};
 pub use error::Error;
 pub use pipeline::Worker;
 
-use queue::QueueUrl;
 use shared::shutdown::Shutdown;
 
 /// Runs the worker binary's job: a `dlq` command, or consuming until `shutdown` (with the
 /// metrics listener when `METRICS_BIND` is set).
 pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> {
-    let url = config.queue.url()?;
-    if url == QueueUrl::Memory {
+    let queue_config = config.queue.parse()?;
+    if queue_config.url.is_volatile() {
         return Err(Error::Config(
             "QUEUE_URL=memory is an in-process queue that only the gateway can feed; \
              run the gateway alone (it embeds workers) or point both at amqp:// or sqs://"
@@ -31,7 +30,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
         .command
         .as_ref()
         .map(|WorkerCommand::Dlq { action }| action);
-    if url.is_embedded() && dlq.is_none() {
+    if queue_config.url.is_embedded() && dlq.is_none() {
         return Err(Error::Config(
             "QUEUE_URL=sqlite://… is the gateway's embedded queue: the gateway runs its \
              workers itself (worker dlq … works on it); point both at amqp:// or sqs:// \
@@ -39,7 +38,7 @@ pub async fn run(config: WorkerConfig, shutdown: Shutdown) -> Result<(), Error> 
                 .into(),
         ));
     }
-    let queue = queue::connect(&url, &config.queue.options()).await?;
+    let queue = queue::connect(&queue_config).await?;
     if let Some(action) = dlq {
         return dlq::run(queue.as_ref(), action, &mut std::io::stdout()).await;
     }

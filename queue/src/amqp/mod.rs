@@ -39,17 +39,12 @@ pub struct AmqpQueue {
 }
 
 impl AmqpQueue {
-    /// Connects to `url` (`amqp://user:pass@host:port/vhost?prefix=NAME`) and declares the
-    /// topology. The first attempt is made here so a wrong URL fails the process at start;
-    /// later losses are repaired in the background.
-    pub async fn connect(url: &str, opts: &QueueOptions) -> Result<Self, QueueError> {
-        let (broker_url, prefix, partitions) = split_options(url)?;
-        let link = Link::connect(
-            broker_url,
-            shared::url::redact_url(url),
-            Names::new(prefix, partitions),
-        )
-        .await?;
+    /// Connects to the broker `settings` name and declares the topology. The first attempt
+    /// is made here so a wrong URL fails the process at start; later losses are repaired
+    /// in the background.
+    pub async fn open(settings: &Settings, opts: &QueueOptions) -> Result<Self, QueueError> {
+        let names = Names::new(settings.prefix.clone(), settings.partitions);
+        let link = Link::connect(settings.broker_url.clone(), settings.url.clone(), names).await?;
         Ok(Self {
             link,
             opts: opts.clone(),
@@ -151,8 +146,45 @@ impl Names {
     }
 }
 
-/// Splits our own `prefix` and `partitions` query parameters off the URL; lapin gets the
-/// rest untouched.
+/// What `QUEUE_URL=amqp://user:pass@host:port/vhost[?prefix=NAME&partitions=N]` says.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The URL lapin connects to: ours without `prefix` and `partitions`, password kept.
+    broker_url: String,
+    /// The URL as given, password hidden, for logs and errors.
+    pub url: String,
+    /// The namespace of every queue and exchange.
+    pub prefix: String,
+    /// Ingest partitions, the same in every process.
+    pub partitions: u16,
+}
+
+/// Without the password `broker_url` holds.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Takes our own `prefix` and `partitions` query parameters off `url`; lapin gets the
+    /// rest untouched.
+    pub fn parse(url: &str) -> Result<Self, QueueError> {
+        let (broker_url, prefix, partitions) = split_options(url)?;
+        Ok(Self {
+            broker_url,
+            url: shared::url::redact_url(url),
+            prefix,
+            partitions,
+        })
+    }
+}
+
+/// Splits our own `prefix` and `partitions` query parameters off the URL.
 fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
     let (base, pairs) = shared::url::split_query(url);
     let mut prefix = None;
@@ -244,6 +276,10 @@ mod tests {
             let err = split_options(&format!("amqp://h/v?partitions={bad}")).unwrap_err();
             assert!(err.to_string().contains("partitions"), "{err}");
         }
+        let s = Settings::parse("amqp://u:pw@h/v?heartbeat=10&prefix=ct-1").unwrap();
+        assert_eq!(s.url, "amqp://u:***@h/v?heartbeat=10&prefix=ct-1");
+        assert_eq!(s.broker_url, "amqp://u:pw@h/v?heartbeat=10");
+        assert!(!format!("{s:?}").contains("pw"), "{s:?}");
     }
 
     #[test]

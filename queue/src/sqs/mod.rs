@@ -80,6 +80,13 @@ pub struct Settings {
 impl Settings {
     /// Parses `sqs://[PREFIX][/][?prefix=P&fifo=BOOL&create=BOOL&visibility=SECS&gateway_ttl=SECS]`.
     pub fn parse(url: &str) -> Result<Self, QueueError> {
+        Self::parse_creating(url, true)
+    }
+
+    /// [`Settings::parse`], with `create` as the default of `?create=` (`CREATE_QUEUES`).
+    /// A `false` default shows in the URL that logs and errors name, as `create=false`.
+    pub(crate) fn parse_creating(url: &str, create: bool) -> Result<Self, QueueError> {
+        let url = &shown(url, create);
         let bad = |reason: String| QueueError::Unsupported {
             url: url.to_owned(),
             reason,
@@ -96,7 +103,7 @@ impl Settings {
                 path.to_owned()
             },
             fifo: true,
-            create: true,
+            create,
             visibility: Duration::from_secs(DEFAULT_VISIBILITY_SECS),
             gateway_ttl: Duration::from_secs(DEFAULT_GATEWAY_TTL_SECS),
             url: url.to_owned(),
@@ -126,6 +133,20 @@ impl Settings {
             )));
         }
         Ok(s)
+    }
+}
+
+/// The URL as logs and errors show it: password hidden, and `create=false` added when
+/// that is the default and the URL does not say.
+fn shown(url: &str, create: bool) -> String {
+    let url = shared::url::redact_url(url);
+    let (_, pairs) = shared::url::split_query(&url);
+    if create || pairs.iter().any(|(key, _)| *key == "create") {
+        return url;
+    }
+    match url.split_once('?') {
+        Some((_, "")) | None => format!("{}?create=false", url.trim_end_matches('?')),
+        Some(_) => format!("{url}&create=false"),
     }
 }
 
@@ -201,18 +222,18 @@ impl SqsQueue {
     /// Connects to SQS with aws-config's standard chain and finds (or, when allowed,
     /// creates) the ingest and dead-letter queues. Fails with `Connect` naming the URL,
     /// the endpoint and the region when that does not work.
-    pub async fn connect(url: &str, opts: &QueueOptions) -> Result<Self, QueueError> {
-        Self::connect_with(url, opts, &AwsOverrides::default()).await
+    pub async fn open(settings: &Settings, opts: &QueueOptions) -> Result<Self, QueueError> {
+        Self::open_with(settings, opts, &AwsOverrides::default()).await
     }
 
-    /// `connect`, with endpoint, region or credentials given instead of taken from the
+    /// `open`, with endpoint, region or credentials given instead of taken from the
     /// standard chain.
-    pub async fn connect_with(
-        url: &str,
+    pub async fn open_with(
+        settings: &Settings,
         opts: &QueueOptions,
         overrides: &AwsOverrides,
     ) -> Result<Self, QueueError> {
-        let settings = Settings::parse(&shared::url::redact_url(url))?;
+        let settings = settings.clone();
         let names = Names::new(&settings);
         let (sqs, whereabouts) = client::build(overrides).await;
         let connect_error = |reason: String| QueueError::Connect {
@@ -373,6 +394,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn create_queues_false_is_the_default_the_url_can_override() {
+        let s = Settings::parse_creating("sqs://p", false).unwrap();
+        assert_eq!((s.create, s.url.as_str()), (false, "sqs://p?create=false"));
+        let s = Settings::parse_creating("sqs://p?fifo=false", false).unwrap();
+        assert_eq!(
+            (s.create, s.url.as_str()),
+            (false, "sqs://p?fifo=false&create=false")
+        );
+        let s = Settings::parse_creating("sqs://p?create=true", false).unwrap();
+        assert_eq!((s.create, s.url.as_str()), (true, "sqs://p?create=true"));
+        let s = Settings::parse_creating("sqs://p", true).unwrap();
+        assert_eq!((s.create, s.url.as_str()), (true, "sqs://p"));
     }
 
     #[test]
