@@ -1,5 +1,5 @@
 # The SQS topology of QUEUE_URL=sqs://<name_prefix>, exactly what the processes create
-# themselves when they may (queue/src/sqs/client.rs; infra/localstack/init-queues.sh
+# themselves when they may (queue/src/sqs/topology.rs; infra/localstack/init-queues.sh
 # makes the same on LocalStack):
 #
 #   <prefix>-ingest.fifo  gateways -> workers. FIFO, MessageGroupId = room (per-room order,
@@ -30,7 +30,7 @@ variable "max_attempts" {
 }
 
 locals {
-  # REDRIVE_MARGIN in queue/src/sqs/client.rs.
+  # REDRIVE_MARGIN in queue/src/sqs/topology.rs.
   max_receive_count = var.max_attempts + 5
 }
 

@@ -25,7 +25,7 @@ PREFIX="${PREFIX:-courier}"
 MAX_ATTEMPTS="${MAX_ATTEMPTS:-5}"
 ENDPOINT="${ENDPOINT:-${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}}"
 REGION="${REGION:-${AWS_REGION:-us-east-1}}"
-# REDRIVE_MARGIN in queue/src/sqs/client.rs.
+# REDRIVE_MARGIN in queue/src/sqs/topology.rs.
 MAX_RECEIVES=$((MAX_ATTEMPTS + 5))
 
 if ! [[ "$PREFIX" =~ ^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$ ]] || [ "${#PREFIX}" -gt 40 ]; then

@@ -74,17 +74,6 @@ impl Default for QueueOptions {
     }
 }
 
-/// The partition of `room` among `partitions`: FNV-1a of its name, the same in every
-/// process and every version, so a room's messages always meet in one partition.
-pub fn partition_of(room: &str, partitions: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in room.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % partitions.max(1) as u64) as usize
-}
-
 /// Opens the queue `config` names.
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError> {
     let opts = &config.options;

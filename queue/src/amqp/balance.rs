@@ -10,8 +10,8 @@
 //! the subscription of an excess partition it holds nothing of and subscribes again,
 //! which puts it at the back of that partition's line.
 
-use super::consume::Subscribed;
-use super::link::{Link, Session, rpc};
+use super::connection::{Link, Session, rpc};
+use super::subscribed::Subscribed;
 use crate::QueueError;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;

@@ -1,133 +1,324 @@
-//! Consumers for both roles: a consumer on its own channel whose deliveries reach an
-//! in-order queue, cancelled when dropped.
+//! Consuming the ingest queue on RabbitMQ: batched consumers over the partitions they
+//! own that survive reconnections, and settlement (ack, delayed retry through TTL'd retry
+//! queues, dead letters), always confirming a republish before acking the original so no
+//! message is ever lost.
 
-use super::link::{Link, Session, rpc};
-use crate::QueueError;
-use lapin::message::DeliveryResult;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, ConsumerDelegate};
-use std::future::Future;
-use std::pin::Pin;
+use super::balance::{Partition, Partitions};
+use super::connection::{Link, Outgoing, json_properties};
+use super::header_u32;
+use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Settled, Token};
+use async_trait::async_trait;
+use lapin::Acker;
+use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
-/// A consumer on its own channel whose deliveries arrive, in order, on `rx`.
-pub(super) struct Subscribed {
-    /// The session (connection) it was opened on.
-    generation: u64,
-    pub(super) channel: Channel,
-    pub(super) rx: mpsc::UnboundedReceiver<DeliveryResult>,
-    consumer: lapin::Consumer,
-    forward: Forward,
+/// Failed attempts so far, set on every republish to a retry or dead-letter queue.
+pub(super) const ATTEMPTS: &str = "x-courier-attempts";
+pub(super) const REASON: &str = "x-courier-reason";
+/// Returns so far, set by quorum queues on redeliveries after a consumer died.
+pub(super) const DELIVERY_COUNT: &str = "x-delivery-count";
+/// Per partition: the trait does not pass the batch size; this covers batches up to 100
+/// twice over.
+const PREFETCH: u16 = 200;
+
+fn courier_headers(attempt: u32, reason: &str) -> FieldTable {
+    let mut h = FieldTable::default();
+    h.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempt.into()));
+    h.insert(REASON.into(), AMQPValue::LongString(reason.into()));
+    h
 }
 
-impl Subscribed {
-    /// Starts consuming `queue` on `channel` (ack mode, `prefetch` unacked at most).
-    pub(super) async fn start(
-        session: &Session,
-        channel: Channel,
-        queue: &str,
-        prefetch: u16,
-    ) -> Result<Self, QueueError> {
-        Self::start_with(session, channel, queue, prefetch, None).await
-    }
-
-    /// The same; `wake` is notified after each delivery that arrives.
-    pub(super) async fn start_with(
-        session: &Session,
-        channel: Channel,
-        queue: &str,
-        prefetch: u16,
-        wake: Option<Arc<Notify>>,
-    ) -> Result<Self, QueueError> {
-        rpc(
-            "setting the prefetch",
-            channel.basic_qos(prefetch, BasicQosOptions::default()),
-        )
-        .await?;
-        let consumer = rpc(
-            "starting a consumer",
-            channel.basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let forward = Forward { tx, wake };
-        consumer.set_delegate(forward.clone());
-        Ok(Self {
-            generation: session.generation,
-            channel,
-            rx,
-            consumer,
-            forward,
-        })
-    }
-
-    /// False once its channel closed or the connection it belongs to was replaced.
-    pub(super) fn usable(&self, link: &Link) -> bool {
-        self.channel.status().connected()
-            && link
-                .session()
-                .is_ok_and(|s| s.generation == self.generation)
-    }
-
-    /// Hands over deliveries that lapin queued in the instant between `basic_consume`
-    /// returning and the delegate being installed (it re-drains on every install).
-    pub(super) fn redrain(&self) {
-        self.consumer.set_delegate(self.forward.clone());
-    }
-
-    /// Closes its channel: the broker puts back every message it delivered here and not
-    /// settled, and removes the consumer, in one step.
-    pub(super) async fn close(self, reason: &str) {
-        let _ = rpc("closing a channel", self.channel.close(200, reason.into())).await;
-    }
+/// 1 + the failed attempts this message has had, counted by us across retries and by
+/// the quorum queue across consumer crashes.
+fn attempt_of(d: &lapin::message::Delivery) -> u32 {
+    let headers = d.properties.headers().as_ref();
+    let retried = header_u32(headers, ATTEMPTS).unwrap_or(0);
+    // A classic queue (the fallback) only says "redelivered", not how often.
+    let returned = header_u32(headers, DELIVERY_COUNT).unwrap_or(u32::from(d.redelivered));
+    retried.saturating_add(returned).saturating_add(1)
 }
 
-impl Drop for Subscribed {
-    fn drop(&mut self) {
-        // lapin cancels a dropped consumer only when it has no delegate, and the consumer
-        // keeps its channel open until cancelled. Once cancelled, the channel closes with
-        // its last handle (deliveries still held keep it open so they can be settled).
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
+/// A consumer of the ingest partitions (those the broker makes it active on), that
+/// subscribes again on the current connection after a loss.
+pub(super) struct AmqpConsumer {
+    wait: Duration,
+    settle: Arc<dyn Settle>,
+    parts: Partitions,
+    /// Which partition a batch starts with, so a busy one cannot starve the others.
+    turn: usize,
+}
+
+impl AmqpConsumer {
+    pub(super) async fn open(link: Arc<Link>, opts: &QueueOptions) -> Result<Self, QueueError> {
+        let settle = Arc::new(Settler {
+            link: link.clone(),
+            max_attempts: opts.max_attempts,
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let mut consumer = Self {
+            wait: opts.receive_wait,
+            settle,
+            parts: Partitions::new(link, PREFETCH),
+            turn: 0,
         };
-        if !self.channel.status().connected() {
-            return;
+        consumer.parts.balance().await?;
+        Ok(consumer)
+    }
+
+    /// What the partitions have buffered, up to `max`.
+    fn drain(&mut self, max: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let total = self.parts.subs.len();
+        self.turn = self.turn.wrapping_add(1);
+        let now = Instant::now();
+        let mut ended = false;
+        for k in 0..total {
+            let Some(o) = self.parts.subs[(self.turn + k) % total].as_mut() else {
+                continue;
+            };
+            if o.ended {
+                continue;
+            }
+            o.sub.redrain();
+            while out.len() < max {
+                match o.sub.rx.try_recv() {
+                    Ok(Ok(Some(d))) => {
+                        o.last_delivery = Some(now);
+                        out.push(wrap(d, o, &self.settle));
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    // The consumer ended: the next balance subscribes again.
+                    other => {
+                        let reason = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "cancelled or closed".into(),
+                        };
+                        warn!(queue = %o.queue, %reason, "an ingest partition's consumer ended");
+                        o.ended = true;
+                        ended = true;
+                        break;
+                    }
+                }
+            }
         }
-        let channel = self.channel.clone();
-        let tag = self.consumer.tag();
-        runtime.spawn(async move {
-            let cancel = channel.basic_cancel(tag, BasicCancelOptions::default());
-            let _ = rpc("cancelling a consumer", cancel).await;
+        if ended {
+            self.parts.check_soon();
+        }
+        out
+    }
+}
+
+fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) -> Delivery {
+    let attempt = attempt_of(&d);
+    o.outstanding.fetch_add(1, Ordering::AcqRel);
+    let ticket = Ticket {
+        acker: d.acker,
+        _channel: o.sub.channel.clone(),
+        queue: o.queue.clone(),
+        _held: Held(o.outstanding.clone()),
+    };
+    Delivery::new(d.data, attempt, Box::new(ticket), settle.clone())
+}
+
+#[async_trait]
+impl Consumer for AmqpConsumer {
+    async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            if Instant::now() >= self.parts.due() {
+                self.parts.balance().await?;
+            }
+            let got = self.drain(max.max(1));
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
+                return Ok(got);
+            }
+            let until = deadline.min(self.parts.due());
+            let _ = tokio::time::timeout_at(until, self.parts.wake.notified()).await;
+        }
+    }
+
+    fn try_receive(&mut self, max: usize) -> Vec<Delivery> {
+        if max == 0 {
+            return Vec::new();
+        }
+        self.drain(max)
+    }
+}
+
+/// Counts a delivery as outstanding on its partition until it is settled or dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A delivery's handle. It keeps its channel open so a dropped consumer does not take
+/// the unsettled deliveries with it.
+struct Ticket {
+    acker: Acker,
+    _channel: Channel,
+    /// The partition it came from, where its retries return.
+    queue: Arc<str>,
+    _held: Held,
+}
+
+struct Settler {
+    link: Arc<Link>,
+    max_attempts: u32,
+    /// For `abandon`, which runs in `Drop` and may be outside any runtime context.
+    runtime: tokio::runtime::Handle,
+}
+
+fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
+    token.downcast::<Ticket>().map_err(|_| {
+        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
+    })
+}
+
+async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
+    match t.acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(QueueError::Unavailable(
+            "ack failed: the delivery's channel closed; the broker redelivers it".into(),
+        )),
+        Err(e) => Err(super::unavailable(
+            "ack failed; the broker redelivers it",
+            e,
+        )),
+    }
+}
+
+impl Settler {
+    /// Publishes a copy to `queue` (confirmed), then acks the original; on a failed
+    /// publish the original goes back to the queue instead.
+    async fn move_to(
+        &self,
+        t: Box<Ticket>,
+        queue: Result<String, QueueError>,
+        payload: &[u8],
+        headers: FieldTable,
+    ) -> Result<(), QueueError> {
+        let published = match (queue, self.link.session()) {
+            (Ok(queue), Ok(session)) => {
+                session
+                    .publish_confirmed(vec![Outgoing {
+                        exchange: "",
+                        routing_key: &queue,
+                        payload,
+                        properties: json_properties(true).with_headers(headers),
+                        mandatory: true,
+                    }])
+                    .await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match published {
+            Ok(()) => ack_one(&t).await,
+            Err(e) => {
+                self.requeue(t);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the delivery back to its queue at once.
+    fn requeue(&self, t: Box<Ticket>) {
+        // A closed channel already gave it back; nothing else to do on failure.
+        self.runtime.spawn(async move {
+            let requeue = BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            };
+            let _ = t.acker.nack(requeue).await;
         });
     }
+
+    async fn retry_queue(&self, partition: &str, delay: Duration) -> Result<String, QueueError> {
+        let session = self.link.session()?;
+        let ms = u64::try_from(delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(u32::MAX.into());
+        self.link.retry_queue(&session, partition, ms).await
+    }
 }
 
-/// Forwards deliveries synchronously from lapin's I/O thread: the delegate's future is
-/// spawned, so doing the work there could reorder deliveries. (A delegate rather than
-/// lapin's `Stream`, which would need `futures-core` as a dependency of this crate.)
-#[derive(Clone)]
-struct Forward {
-    tx: mpsc::UnboundedSender<DeliveryResult>,
-    wake: Option<Arc<Notify>>,
-}
-
-impl ConsumerDelegate for Forward {
-    fn on_new_delivery(
-        &self,
-        delivery: DeliveryResult,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        // A closed receiver is a consumer that was dropped; its channel closes with it.
-        let _ = self.tx.send(delivery);
-        if let Some(wake) = &self.wake {
-            wake.notify_one();
+#[async_trait]
+impl Settle for Settler {
+    async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
+        let total = tokens.len();
+        let mut failed = 0usize;
+        let mut last = None;
+        for token in tokens {
+            let acked = match ticket(token) {
+                Ok(t) => ack_one(&t).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                failed += 1;
+                last = Some(e);
+            }
         }
-        Box::pin(std::future::ready(()))
+        match last {
+            None => Ok(()),
+            Some(e) => {
+                debug!(failed, total, error = %e, "acks failed; the broker redelivers those messages");
+                Err(e)
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Settled, QueueError> {
+        if attempt >= self.max_attempts {
+            self.dead_letter(token, payload, attempt, reason).await?;
+            return Ok(Settled::DeadLettered);
+        }
+        let t = ticket(token)?;
+        let queue = self.retry_queue(&t.queue, delay).await;
+        self.move_to(t, queue, payload, courier_headers(attempt, reason))
+            .await?;
+        debug!(
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "delivery scheduled for a retry"
+        );
+        Ok(Settled::Retrying)
+    }
+
+    async fn dead_letter(
+        &self,
+        token: Token,
+        payload: &[u8],
+        attempt: u32,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let t = ticket(token)?;
+        let queue = Ok(self.link.names.dead.clone());
+        self.move_to(t, queue, payload, courier_headers(attempt, reason))
+            .await
+    }
+
+    fn abandon(&self, token: Token) {
+        if let Ok(t) = ticket(token) {
+            self.requeue(t);
+        }
     }
 }

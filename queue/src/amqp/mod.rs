@@ -3,26 +3,32 @@
 //! and a dead-letter queue, and a topic exchange that fans processed messages out to one
 //! exclusive queue per gateway. Every name starts with `{prefix}.`.
 //!
-//! One connection per process, supervised in [`link`]; the ingest role is in [`ingest`],
-//! the partition ownership of its consumers in [`balance`], the delivery role in
-//! [`fanout`], the consumers both use in [`consume`].
+//! The files name the roles, as the SQS backend's do: [`connection`] (one connection per
+//! process, supervised), [`topology`] (names, declaring, depth, deleting), [`publish`],
+//! [`consume`] (ingest consumers and settlement, with [`balance`] sharing partitions
+//! among them), [`fanout`] and [`feed`] (the two ends of delivery), [`dead`] (dead
+//! letters); [`subscribed`] is the channel consumer both roles use.
 
 mod balance;
+mod connection;
 mod consume;
-mod dlq;
+mod dead;
 mod fanout;
-mod ingest;
-mod link;
+mod feed;
+mod publish;
+mod subscribed;
+mod topology;
 
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
 };
 use async_trait::async_trait;
+use connection::Link;
 use lapin::types::{AMQPValue, FieldTable};
-use link::Link;
 use shared::ids::{GatewayId, RoomId};
 use shared::message::StoredMessage;
 use std::sync::Arc;
+use topology::Names;
 
 /// The prefix used when `QUEUE_URL` has no `?prefix=`.
 pub const DEFAULT_PREFIX: &str = "courier";
@@ -67,11 +73,11 @@ impl AmqpQueue {
 #[async_trait]
 impl Queue for AmqpQueue {
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        ingest::publish(&self.link, room, &payload).await
+        publish::publish(&self.link, room, &payload).await
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
-        let consumer = ingest::AmqpConsumer::open(self.link.clone(), &self.opts).await?;
+        let consumer = consume::AmqpConsumer::open(self.link.clone(), &self.opts).await?;
         Ok(Box::new(consumer))
     }
 
@@ -80,69 +86,27 @@ impl Queue for AmqpQueue {
     }
 
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
-        fanout::subscribe(self.link.clone(), gateway, self.opts.delivery_buffer).await
+        feed::subscribe(self.link.clone(), gateway, self.opts.delivery_buffer).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        ingest::partition_depth(&self.link, 0).await.map(|_| ())
+        topology::partition_depth(&self.link, 0).await.map(|_| ())
     }
 
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        ingest::dead_letters(&self.link, max).await
+        dead::dead_letters(&self.link, max).await
     }
 
     async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
-        dlq::replay(&self.link, filter).await
+        dead::replay(&self.link, filter).await
     }
 
     async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
-        dlq::purge(&self.link).await
+        dead::purge(&self.link).await
     }
 
     async fn backlog(&self) -> Result<Option<u64>, QueueError> {
-        ingest::ingest_depth(&self.link).await.map(Some)
-    }
-}
-
-/// The names of everything one prefix owns.
-#[derive(Clone, Debug)]
-struct Names {
-    prefix: String,
-    /// `{prefix}.ingest.{n}` for n in 0..partitions.
-    ingest: Vec<String>,
-    /// A queue that never holds a message: each ingest consumer subscribes to it, so its
-    /// consumer count is the number of live ingest consumers.
-    consumers: String,
-    dead: String,
-    delivery: String,
-}
-
-impl Names {
-    fn new(prefix: String, partitions: u16) -> Self {
-        Self {
-            ingest: (0..partitions)
-                .map(|n| format!("{prefix}.ingest.{n}"))
-                .collect(),
-            consumers: format!("{prefix}.ingest.consumers"),
-            dead: format!("{prefix}.dead"),
-            delivery: format!("{prefix}.delivery"),
-            prefix,
-        }
-    }
-
-    /// The ingest partition that carries `room`'s messages.
-    fn ingest_of(&self, room: &str) -> &str {
-        &self.ingest[crate::partition_of(room, self.ingest.len())]
-    }
-
-    /// The retry queue of one delay for one partition: expired messages go back to the
-    /// partition they came from, so a room's retries stay in its partition.
-    fn retry(&self, partition: &str, delay_ms: u64) -> String {
-        format!("{partition}.retry.{delay_ms}")
-    }
-
-    fn gateway(&self, gateway: &GatewayId) -> String {
-        format!("{}.gw.{gateway}", self.prefix)
+        topology::ingest_depth(&self.link).await.map(Some)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Per-message calls in batches of 10 (SQS's limit): deleting and changing visibility by
 //! receipt handle, for any queue.
 
-use super::client::{CALL_TIMEOUT, call};
+use super::connection::{CALL_TIMEOUT, call};
 use crate::QueueError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{

@@ -7,8 +7,8 @@
 //! `attempt` is SQS's `ApproximateReceiveCount`: it counts every receive, crashes of a
 //! holder included, which is what the redrive policy counts too.
 
-use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
+use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
 use crate::{Consumer, Delivery, QueueError, Settle, Settled, Token};
 use async_trait::async_trait;

@@ -6,8 +6,8 @@
 //! on them) carry neither and keep their room as group, so FIFO lists at most 10 of one
 //! room per call while they are held.
 
-use super::client::{CALL_TIMEOUT, call, secs};
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
+use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
 use crate::{DeadLetter, DeadLetterFilter, QueueError};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};

@@ -8,8 +8,9 @@
 //! serves, so no worker sends a message it should have without it.
 
 use super::Shared;
-use super::client::{CALL_TIMEOUT, call, list_queues};
 use super::codec::{Body, MAX_BODY};
+use super::connection::{CALL_TIMEOUT, call};
+use super::topology::list_queues;
 use crate::QueueError;
 use shared::message::StoredMessage;
 use shared::sync::lock;
@@ -128,7 +129,7 @@ pub(super) async fn fan_out(
     first_error.map_or(Ok(()), Err)
 }
 
-type Sent = (String, Result<(), super::client::Failure>);
+type Sent = (String, Result<(), super::connection::Failure>);
 
 async fn collect(
     s: &Shared,

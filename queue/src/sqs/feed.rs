@@ -8,11 +8,12 @@
 //! the queue keeps messages, and once a minute after start (workers on AWS may list a new
 //! queue late; the first window is covered by waiting before serving).
 
-use super::client::{
-    CALL_TIMEOUT, Failure, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, delete_queue, secs, unix_now,
-};
 use super::codec;
+use super::connection::{
+    CALL_TIMEOUT, Failure, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, secs, unix_now,
+};
 use super::fanout::{DISCOVER_EVERY, unpack};
+use super::topology::delete_queue;
 use super::{Shared, batch};
 use crate::{FeedEvent, QueueError, RoomSet, Subscription};
 use aws_sdk_sqs::types::QueueAttributeName;

@@ -7,32 +7,36 @@
 //! `PREFIX-dead.fifo` and `PREFIX--gw-<gateway>`. Region, credentials and endpoint come
 //! from aws-config's standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, roles).
 //!
-//! [`client`] builds the client and finds or creates queues; [`publish`] batches sends;
-//! [`consume`] receives and settles; [`batch`] deletes and changes visibility ten at a
-//! time; [`dead`] reads and replays dead letters; [`fanout`] and [`feed`] are the two ends
-//! of the delivery role; [`sweep`] deletes the queues of gateways that died; [`codec`]
-//! turns bytes into SQS bodies and back.
+//! The files name the roles, as the RabbitMQ backend's do: [`connection`] builds the
+//! client and bounds every call; [`topology`] names, finds or creates, measures and
+//! deletes the queues; [`publish`] batches sends; [`consume`] receives and settles;
+//! [`fanout`] and [`feed`] are the two ends of the delivery role; [`dead`] reads and
+//! replays dead letters. SQS-only helpers: [`batch`] deletes and changes visibility ten
+//! at a time, [`sweep`] deletes the queues of gateways that died, [`codec`] turns bytes
+//! into SQS bodies and back.
 
 mod batch;
-mod client;
 mod codec;
+mod connection;
 mod consume;
 mod dead;
 mod fanout;
 mod feed;
 mod publish;
 mod sweep;
+mod topology;
 
 use super::{
     Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
 };
 use async_trait::async_trait;
-use client::Topology;
-pub use client::{AwsOverrides, REDRIVE_MARGIN};
+pub use connection::AwsOverrides;
 use shared::ids::{GatewayId, RoomId};
 use shared::message::StoredMessage;
 use std::sync::Arc;
 use std::time::Duration;
+pub use topology::REDRIVE_MARGIN;
+use topology::{Names, Topology};
 
 /// The prefix used when `QUEUE_URL=sqs://` names none.
 pub const DEFAULT_PREFIX: &str = "courier";
@@ -176,48 +180,6 @@ fn is_valid_prefix(p: &str) -> bool {
             .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
-/// The names of everything one prefix owns.
-#[derive(Clone, Debug)]
-struct Names {
-    prefix: String,
-    ingest: String,
-    dead: String,
-    /// What every gateway queue's name starts with (for listing them).
-    gateways: String,
-}
-
-impl Names {
-    fn new(settings: &Settings) -> Self {
-        let p = &settings.prefix;
-        let suffix = if settings.fifo { ".fifo" } else { "" };
-        Self {
-            ingest: format!("{p}-ingest{suffix}"),
-            dead: format!("{p}-dead{suffix}"),
-            gateways: format!("{p}--gw-"),
-            prefix: p.clone(),
-        }
-    }
-
-    /// `PREFIX--gw-<id>`: characters SQS refuses become `_`, cut to SQS's 80.
-    fn gateway(&self, gateway: &GatewayId) -> String {
-        let mut name = self.gateways.clone();
-        let id = gateway.as_str();
-        let id = id
-            .strip_prefix("gw-")
-            .filter(|s| !s.is_empty())
-            .unwrap_or(id);
-        name.extend(id.chars().map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        }));
-        name.truncate(80);
-        name
-    }
-}
-
 impl SqsQueue {
     /// Connects to SQS with aws-config's standard chain and finds (or, when allowed,
     /// creates) the ingest and dead-letter queues. Fails with `Connect` naming the URL,
@@ -235,7 +197,7 @@ impl SqsQueue {
     ) -> Result<Self, QueueError> {
         let settings = settings.clone();
         let names = Names::new(&settings);
-        let (sqs, whereabouts) = client::build(overrides).await;
+        let (sqs, whereabouts) = connection::build(overrides).await;
         let connect_error = |reason: String| QueueError::Connect {
             url: settings.url.clone(),
             reason: format!("{reason} ({whereabouts})"),
@@ -245,7 +207,7 @@ impl SqsQueue {
                 "no AWS region configured: set AWS_REGION (or a profile's region)".into(),
             ));
         }
-        let topology = client::ensure_topology(&sqs, &settings, &names, opts.max_attempts)
+        let topology = topology::ensure_topology(&sqs, &settings, &names, opts.max_attempts)
             .await
             .map_err(connect_error)?;
         tracing::info!(
@@ -284,7 +246,7 @@ impl SqsQueue {
 
     /// URLs of this prefix's gateway queues, as SQS lists them now.
     pub async fn gateway_queues(&self) -> Result<Vec<String>, QueueError> {
-        client::list_queues(
+        topology::list_queues(
             &self.shared.sqs,
             &self.shared.names.gateways,
             fanout::MAX_GATEWAYS,
@@ -302,7 +264,7 @@ impl SqsQueue {
     /// Deletes every queue of this prefix (ingest, dead letters, every gateway queue).
     /// For tests and teardown: messages in them are lost.
     pub async fn destroy(&self) -> Result<(), QueueError> {
-        client::destroy(&self.shared.sqs, &self.shared.names, &self.shared.topology).await
+        topology::destroy(&self.shared.sqs, &self.shared.names, &self.shared.topology).await
     }
 }
 
@@ -328,7 +290,7 @@ impl Queue for SqsQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        client::depth(&self.shared.sqs, &self.shared.topology.ingest, PING_TIMEOUT)
+        topology::depth(&self.shared.sqs, &self.shared.topology.ingest, PING_TIMEOUT)
             .await
             .map(|_| ())
     }
@@ -346,10 +308,10 @@ impl Queue for SqsQueue {
     }
 
     async fn backlog(&self) -> Result<Option<u64>, QueueError> {
-        client::depth(
+        topology::depth(
             &self.shared.sqs,
             &self.shared.topology.ingest,
-            client::CALL_TIMEOUT,
+            connection::CALL_TIMEOUT,
         )
         .await
         .map(Some)

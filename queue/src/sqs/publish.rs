@@ -8,8 +8,8 @@
 //! while batches are in flight new publishes wait up to `LINGER` for company.
 
 use super::Shared;
-use super::client::{CALL_TIMEOUT, call};
 use super::codec::{Body, MAX_BODY, dedup_id};
+use super::connection::{CALL_TIMEOUT, call};
 use crate::QueueError;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;

@@ -4,10 +4,9 @@
 //! prefix's gateway queues are ever touched.
 
 use super::Shared;
-use super::client::{
-    CALL_TIMEOUT, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, delete_queue, list_queues, unix_now,
-};
+use super::connection::{CALL_TIMEOUT, TAG_HEARTBEAT, TAG_PREFIX, TAG_ROLE, call, unix_now};
 use super::fanout::MAX_GATEWAYS;
+use super::topology::{delete_queue, list_queues};
 use crate::QueueError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::hash::{BuildHasher, Hasher};

@@ -1,8 +1,11 @@
-//! Operator actions on the dead-letter queue: replay selected messages onto the ingest
-//! queue, or purge them all.
+//! The dead-letter queue: listing it, and the operator actions on it (replay selected
+//! messages onto the ingest queue, or purge them all).
 
-use super::link::{Link, Outgoing, json_properties, rpc};
-use crate::{DeadLetterFilter, QueueError};
+use super::connection::{Link, Outgoing, json_properties, rpc};
+use super::consume::{ATTEMPTS, DELIVERY_COUNT, REASON};
+use super::{header_string, header_u32};
+use crate::{DeadLetter, DeadLetterFilter, QueueError};
+use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 
 /// Most dead letters one replay looks at; run it again for more.
@@ -64,4 +67,44 @@ pub(super) async fn purge(link: &Link) -> Result<usize, QueueError> {
     )
     .await?;
     Ok(n as usize)
+}
+
+/// Lists dead letters by fetching them unacked on a throwaway channel; closing it puts
+/// every one of them back where it was.
+pub(super) async fn dead_letters(link: &Link, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    let session = link.session()?;
+    let ch = session.channel().await?;
+    let listed = fetch_unacked(&ch, &link.names.dead, max).await;
+    let _ = ch.close(200, "dead letters listed".into()).await;
+    listed
+}
+
+async fn fetch_unacked(
+    ch: &Channel,
+    queue: &str,
+    max: usize,
+) -> Result<Vec<DeadLetter>, QueueError> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let got = rpc(
+            "reading the dead-letter queue",
+            ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }),
+        )
+        .await?;
+        let Some(m) = got else { break };
+        let headers = m.delivery.properties.headers().as_ref();
+        // Past the delivery limit the broker moves a message itself, with its own headers.
+        let by_broker = header_string(headers, "x-first-death-reason")
+            .map(|r| format!("moved here by RabbitMQ ({r}): returned to the queue too often"));
+        out.push(DeadLetter {
+            attempts: header_u32(headers, ATTEMPTS)
+                .or_else(|| header_u32(headers, DELIVERY_COUNT))
+                .unwrap_or(0),
+            reason: header_string(headers, REASON)
+                .or(by_broker)
+                .unwrap_or_default(),
+            payload: m.delivery.data,
+        });
+    }
+    Ok(out)
 }

@@ -2,18 +2,12 @@
 //! re-opens it with backoff (and re-declares the topology) whenever it drops, plus the
 //! publishing both roles share (confirmed publishes, RPC timeouts).
 
-use super::{Names, unavailable};
+use super::topology::Names;
+use super::unavailable;
 use crate::QueueError;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use shared::shutdown::backoff;
-use shared::sync::lock;
 use std::collections::{BTreeSet, HashSet};
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,8 +23,6 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const WATCH_EVERY: Duration = Duration::from_millis(200);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// Returns of one message to an ingest partition before the broker dead-letters it.
-pub(super) const DELIVERY_LIMIT: i32 = 1000;
 
 /// The supervised connection and what is known about the topology.
 pub(super) struct Link {
@@ -42,9 +34,9 @@ pub(super) struct Link {
     generation: AtomicU64,
     /// Set once the broker refused a quorum ingest queue, so later sessions declare the
     /// kind that exists instead of failing the same way again.
-    classic_ingest: AtomicBool,
+    pub(super) classic_ingest: AtomicBool,
     /// Every retry queue declared, for `destroy`.
-    retry_queues: std::sync::Mutex<BTreeSet<String>>,
+    pub(super) retry_queues: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// One broker connection and its long-lived channels.
@@ -53,7 +45,7 @@ pub(super) struct Session {
     conn: Connection,
     publisher: Mutex<Option<Channel>>,
     admin: Mutex<Option<Channel>>,
-    retry_declared: std::sync::Mutex<HashSet<String>>,
+    pub(super) retry_declared: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Link {
@@ -137,185 +129,6 @@ impl Link {
             reason
         }
     }
-
-    /// Declares what every process needs, with the same arguments every time (a
-    /// mismatch would be refused with PRECONDITION_FAILED).
-    async fn declare_topology(&self, session: &Session) -> Result<(), QueueError> {
-        let ch = session.channel().await?;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        let delivery = self.names.delivery.as_str();
-        rpc(
-            "declaring the delivery exchange",
-            ch.exchange_declare(
-                delivery.into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        rpc(
-            "declaring the dead-letter queue",
-            ch.queue_declare(
-                self.names.dead.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            ),
-        )
-        .await?;
-        let mut ch = ch;
-        for name in &self.names.ingest {
-            ch = self.declare_ingest(session, ch, name).await?;
-        }
-        let _ = ch.close(200, "topology declared".into()).await;
-        Ok(())
-    }
-
-    async fn declare_ingest(
-        &self,
-        session: &Session,
-        ch: Channel,
-        name: &str,
-    ) -> Result<Channel, QueueError> {
-        if !self.classic_ingest.load(Ordering::Relaxed) {
-            let mut args = self.ingest_arguments();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            // RabbitMQ 4 gives quorum queues a delivery limit of 20 and drops a message
-            // past it when there is no dead-letter target. Returns (a consumer died, a
-            // delivery was handed back) count toward it; courier's own retries republish
-            // and do not. So: a limit far above any MAX_ATTEMPTS (at most 100), and past
-            // it the message is dead-lettered, at least once, never dropped.
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(DELIVERY_LIMIT),
-            );
-            args.insert(
-                "x-dead-letter-strategy".into(),
-                AMQPValue::LongString("at-least-once".into()),
-            );
-            // At-least-once dead-lettering requires it (there is no length limit).
-            args.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("reject-publish".into()),
-            );
-            match ch
-                .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-                .await
-            {
-                Ok(_) => return Ok(ch),
-                // Only a refusal of this declaration (a channel error) means "no quorum
-                // queue here"; a lost connection must not change the queue kind.
-                Err(e) if e.is_amqp_soft_error() && session.connected() => {
-                    warn!(queue = name, error = %e, "the broker refused a quorum ingest queue; using a durable classic queue");
-                    self.classic_ingest.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(unavailable("declaring the ingest queue", e)),
-            }
-        }
-        // The refusal closed that channel.
-        let ch = session.channel().await?;
-        rpc(
-            "declaring the ingest queue",
-            ch.queue_declare(
-                name.into(),
-                QueueDeclareOptions::durable(),
-                self.ingest_arguments(),
-            ),
-        )
-        .await?;
-        Ok(ch)
-    }
-
-    /// What every ingest partition is declared with, whatever its kind: one consumer at a
-    /// time, and what the broker itself rejects goes to the dead-letter queue.
-    fn ingest_arguments(&self) -> FieldTable {
-        let mut args = single_active_consumer();
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.names.dead.as_str().into()),
-        );
-        args
-    }
-
-    /// Declares the retry queue of `delay_ms` for the ingest `partition` once per session
-    /// and returns its name. Expired messages are dead-lettered back onto that partition;
-    /// one TTL per queue keeps expiry in FIFO order.
-    pub(super) async fn retry_queue(
-        &self,
-        session: &Session,
-        partition: &str,
-        delay_ms: u64,
-    ) -> Result<String, QueueError> {
-        let name = self.names.retry(partition, delay_ms);
-        if lock(&session.retry_declared).contains(&name) {
-            return Ok(name);
-        }
-        let mut args = FieldTable::default();
-        let ttl = i64::try_from(delay_ms).unwrap_or(i64::MAX);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(partition.into()),
-        );
-        let ch = session.admin().await?;
-        rpc(
-            "declaring a retry queue",
-            ch.queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args),
-        )
-        .await?;
-        lock(&session.retry_declared).insert(name.clone());
-        lock(&self.retry_queues).insert(name.clone());
-        Ok(name)
-    }
-
-    pub(super) async fn destroy(&self) -> Result<(), QueueError> {
-        let session = self.session()?;
-        let ch = session.channel().await?;
-        let mut queues = self.names.ingest.clone();
-        queues.push(self.names.consumers.clone());
-        queues.push(self.names.dead.clone());
-        queues.extend(lock(&self.retry_queues).iter().cloned());
-        for q in &queues {
-            rpc(
-                "deleting a queue",
-                ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()),
-            )
-            .await?;
-        }
-        rpc(
-            "deleting the delivery exchange",
-            ch.exchange_delete(
-                self.names.delivery.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            ),
-        )
-        .await?;
-        let _ = ch.close(200, "destroyed".into()).await;
-        info!(prefix = %self.names.prefix, queues = queues.len(), "deleted the topology");
-        Ok(())
-    }
-}
-
-/// Ingest partitions deliver to one consumer at a time, whoever else subscribes: this
-/// is what makes a room serial. (Quorum queues ignore exclusive consumers.)
-fn single_active_consumer() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    args
 }
 
 /// Watches the connection and replaces it when it drops; ends with the last `Link`.
