@@ -4,7 +4,7 @@ use crate::auth::Identity;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::protocol::{CommandError, ErrorCode};
-use queue::Queue;
+use queue::{Admin, Publish};
 use shared::message::ENVELOPE_VERSION;
 use shared::shutdown::Shutdown;
 use shared::{ClientMsgId, Envelope, GatewayId, RoomId, Timestamp, UserId};
@@ -16,7 +16,10 @@ use store::Store;
 pub struct App {
     pub config: GatewayConfig,
     pub gateway: GatewayId,
-    pub queue: Arc<dyn Queue>,
+    /// Sends go onto the ingest queue through this.
+    pub publish: Arc<dyn Publish>,
+    /// Readiness and the backlog gauge.
+    pub admin: Arc<dyn Admin>,
     pub store: Store,
     pub hub: Arc<Hub>,
     pub identity: Identity,
@@ -53,7 +56,7 @@ impl App {
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();
         let result =
-            tokio::time::timeout(limit, self.queue.publish(&env.room, env.to_json())).await;
+            tokio::time::timeout(limit, self.publish.publish(&env.room, env.to_json())).await;
         metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
         let reason = match result {
             Ok(Ok(())) => {

@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hub::Hub;
-use queue::{FeedEvent, Queue, QueueConfig};
+use queue::{Admin, FeedEvent, QueueConfig};
 use serve::ServeLimits;
 use shared::GatewayId;
 use shared::shutdown::{self as sd, Shutdown};
@@ -71,7 +71,8 @@ pub async fn run(
         origins,
         config,
         gateway,
-        queue: queue.clone(),
+        publish: queue.clone(),
+        admin: queue.clone(),
         store,
         hub,
         metrics: telemetry::metrics_handle(),
@@ -230,7 +231,7 @@ async fn deliver(
 
 /// Waits for clients to leave; with the volatile queue, also for it to empty (a durable
 /// queue keeps what is left for the next start); until `deadline` at most.
-async fn drain(app: &App, queue: &dyn Queue, volatile: bool, deadline: Instant) {
+async fn drain(app: &App, queue: &dyn Admin, volatile: bool, deadline: Instant) {
     while app.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -238,7 +239,7 @@ async fn drain(app: &App, queue: &dyn Queue, volatile: bool, deadline: Instant) 
         return;
     }
     loop {
-        let backlog = queue.backlog().await.ok().flatten().unwrap_or(0);
+        let backlog = queue.backlog().await.unwrap_or(0);
         if backlog == 0 {
             return;
         }

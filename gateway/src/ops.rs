@@ -19,7 +19,7 @@ pub async fn healthz() -> impl IntoResponse {
 /// 200 when both the queue and the store answer within 2 s, else 503.
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let (queue, store) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, app.queue.ping()),
+        tokio::time::timeout(CHECK_TIMEOUT, app.admin.ping()),
         tokio::time::timeout(CHECK_TIMEOUT, app.store.ping()),
     );
     let queue_ok = matches!(queue, Ok(Ok(())));
@@ -45,8 +45,8 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
 /// read now.
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     metrics::gauge!("courier_rooms").set(app.hub.room_count() as f64);
-    let backlog = tokio::time::timeout(CHECK_TIMEOUT, app.queue.backlog()).await;
-    let backlog = backlog.ok().and_then(Result::ok).flatten();
+    let backlog = tokio::time::timeout(CHECK_TIMEOUT, app.admin.backlog()).await;
+    let backlog = backlog.ok().and_then(Result::ok);
     (
         [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
         telemetry::render(&app.metrics, backlog),

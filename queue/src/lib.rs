@@ -1,5 +1,6 @@
 //! The queue abstraction: an ingest work queue (gateway → workers) and a delivery fan-out
-//! (workers → gateways), behind one small trait that every backend implements.
+//! (workers → gateways), behind one trait per role ([`Publish`], [`Consume`],
+//! [`DeliveryBus`], [`Admin`]) that every backend implements; [`Queue`] is all of them.
 //!
 //! The shape follows what the brokers can promise: `publish` returns only after the
 //! broker confirmed; deliveries are settled explicitly (ack after the store commit,
@@ -89,24 +90,39 @@ pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError>
     }
 }
 
-/// One queue backend: both roles, ingest and delivery.
+/// Gateway side: one envelope onto the ingest queue.
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait Publish: Send + Sync {
     /// Puts one serialized envelope on the ingest queue; returns once the broker confirmed.
     /// `room` is the ordering key (FIFO group, routing).
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError>;
+}
 
+/// Worker side: consumers of the ingest queue.
+#[async_trait]
+pub trait Consume: Send + Sync {
     /// Opens a consumer of the ingest queue.
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError>;
+}
 
+/// Workers to gateways: processed messages, routed per room.
+#[async_trait]
+pub trait DeliveryBus: Send + Sync {
     /// Hands processed messages to every gateway subscribed to their rooms.
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError>;
 
     /// Opens the delivery subscription of one gateway instance.
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError>;
+}
 
+/// Probes and operators: readiness, the backlog, dead letters.
+#[async_trait]
+pub trait Admin: Send + Sync {
     /// Answers when the broker is reachable (readiness).
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Messages on the ingest queue not yet settled (the autoscaling signal).
+    async fn backlog(&self) -> Result<u64, QueueError>;
 
     /// Up to `max` messages from the dead-letter place, oldest first, without removing them.
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
@@ -114,28 +130,17 @@ pub trait Queue: Send + Sync + 'static {
     /// Puts the matching dead letters back on the ingest queue, as fresh messages with
     /// all their attempts ahead of them; the store's idempotency makes replaying a
     /// message that was stored after all harmless. Returns how many were replayed.
-    async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {
-        let _ = filter;
-        Err(QueueError::Unsupported {
-            url: String::new(),
-            reason: "this queue backend cannot replay dead letters".into(),
-        })
-    }
+    async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError>;
 
     /// Deletes every dead letter; returns how many there were.
-    async fn purge_dead_letters(&self) -> Result<usize, QueueError> {
-        Err(QueueError::Unsupported {
-            url: String::new(),
-            reason: "this queue backend cannot purge dead letters".into(),
-        })
-    }
-
-    /// Messages on the ingest queue not yet settled (the autoscaling signal), when the
-    /// backend can tell.
-    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
-        Ok(None)
-    }
+    async fn purge_dead_letters(&self) -> Result<usize, QueueError>;
 }
+
+/// A whole backend, as [`connect`] opens it: every role. Callers keep the roles they use
+/// (`let publish: Arc<dyn Publish> = queue.clone();`).
+pub trait Queue: Publish + Consume + DeliveryBus + Admin + 'static {}
+
+impl<T: Publish + Consume + DeliveryBus + Admin + 'static> Queue for T {}
 
 /// Reads batches from the ingest queue.
 #[async_trait]
@@ -145,9 +150,7 @@ pub trait Consumer: Send {
 
     /// What is ready now, at most `max`, without waiting. A backend that cannot tell
     /// without a round trip returns nothing (SQS: its receive already batches).
-    fn try_receive(&mut self, _max: usize) -> Vec<Delivery> {
-        Vec::new()
-    }
+    fn try_receive(&mut self, max: usize) -> Vec<Delivery>;
 }
 
 /// A gateway's delivery feed: bind rooms as members join, read what arrives.

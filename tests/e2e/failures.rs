@@ -2,7 +2,7 @@
 //! and services that cannot be reached at start.
 
 use crate::helpers::*;
-use queue::{Queue, QueueError, QueueOptions, memory::MemoryQueue};
+use queue::{DeliveryBus, Queue, QueueError, QueueOptions, memory::MemoryQueue};
 use serde_json::json;
 use std::process::Command;
 use std::sync::Arc;
@@ -305,20 +305,15 @@ impl worker::enrich::Stage for Crash {
     }
 }
 
-/// The in-memory queue, except that its first fan-out panics (a bug after the store).
+/// The in-memory queue's delivery bus, except that its first fan-out panics (a bug
+/// after the store).
 struct PanicOnce {
     inner: Arc<dyn Queue>,
     panicked: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl Queue for PanicOnce {
-    async fn publish(&self, room: &shared::RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        self.inner.publish(room, payload).await
-    }
-    async fn consumer(&self) -> Result<Box<dyn queue::Consumer>, QueueError> {
-        self.inner.consumer().await
-    }
+impl DeliveryBus for PanicOnce {
     async fn fan_out(&self, messages: &[Arc<shared::StoredMessage>]) -> Result<(), QueueError> {
         if !self
             .panicked
@@ -330,12 +325,6 @@ impl Queue for PanicOnce {
     }
     async fn subscribe(&self, g: &shared::GatewayId) -> Result<queue::Subscription, QueueError> {
         self.inner.subscribe(g).await
-    }
-    async fn ping(&self) -> Result<(), QueueError> {
-        self.inner.ping().await
-    }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<queue::DeadLetter>, QueueError> {
-        self.inner.dead_letters(max).await
     }
 }
 
@@ -368,14 +357,14 @@ async fn panics_cost_one_message_at_most_and_a_crashed_worker_loop_starts_again(
         receive_wait: Duration::from_millis(200),
         ..QueueOptions::default()
     };
-    let memory: Arc<dyn Queue> = Arc::new(MemoryQueue::new(opts));
-    let queue: Arc<dyn Queue> = Arc::new(PanicOnce {
-        inner: memory.clone(),
-        panicked: false.into(),
-    });
+    let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(opts));
     let mut settings = config(&db).worker;
     settings.workers = 1;
     let mut w = worker::Worker::new(queue.clone(), store.clone(), settings);
+    w.bus = Arc::new(PanicOnce {
+        inner: queue.clone(),
+        panicked: false.into(),
+    });
     w.enrich = Arc::new(worker::enrich::Pipeline::new(vec![
         Box::new(Crash),
         Box::new(worker::enrich::Links::new()),

@@ -3,7 +3,9 @@
 //! every connection. The embedded queues pass the same contract in their unit tests.
 
 use queue::amqp::{AmqpQueue, Settings};
-use queue::{FeedEvent, Queue, QueueError, QueueOptions, contract};
+use queue::{
+    Admin, Consume, DeliveryBus, FeedEvent, Publish, Queue, QueueError, QueueOptions, contract,
+};
 use shared::{Enriched, GatewayId, RoomId, StoredMessage};
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -10,7 +10,9 @@
 use crate::cluster::{Backend, Cluster};
 use crate::helpers::unique_suffix;
 use queue::sqs::{AwsOverrides, REDRIVE_MARGIN, Settings, SqsQueue};
-use queue::{Delivery, FeedEvent, Queue, QueueError, QueueOptions, contract};
+use queue::{
+    Admin, Consume, Delivery, DeliveryBus, FeedEvent, Queue, QueueError, QueueOptions, contract,
+};
 use shared::{Envelope, GatewayId, RoomId, StoredMessage};
 use std::collections::HashSet;
 use std::future::Future;

@@ -2,12 +2,12 @@
 
 use crate::config::DlqAction;
 use crate::error::Error;
-use queue::{DeadLetter, DeadLetterFilter, Queue};
+use queue::{Admin, DeadLetter, DeadLetterFilter};
 use serde_json::{Value, json};
 use std::io::Write;
 
 /// Runs one dead-letter action and writes its result to `out`.
-pub async fn run(queue: &dyn Queue, action: &DlqAction, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn run(queue: &dyn Admin, action: &DlqAction, out: &mut dyn Write) -> Result<(), Error> {
     let write_err = |e: std::io::Error| Error::Config(format!("cannot write the result: {e}"));
     match action {
         DlqAction::List { max } => {
@@ -61,7 +61,7 @@ fn describe(d: &DeadLetter) -> Value {
 mod tests {
     use super::*;
     use queue::memory::MemoryQueue;
-    use queue::{Queue, QueueOptions};
+    use queue::{Consume, Publish, QueueOptions};
     use std::time::Duration;
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use queue::Queue;
+use queue::Admin;
 use shared::shutdown::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +16,13 @@ const BACKLOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Listen {
     handle: telemetry::Handle,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Admin>,
 }
 
 /// Serves `/metrics` and `/healthz` on `bind` until `shutdown`.
 pub async fn serve(
     bind: SocketAddr,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Admin>,
     shutdown: Shutdown,
 ) -> Result<(), crate::Error> {
     let listener = tokio::net::TcpListener::bind(bind)
@@ -45,7 +45,7 @@ pub async fn serve(
 
 async fn metrics(State(l): State<Arc<Listen>>) -> impl IntoResponse {
     let backlog = tokio::time::timeout(BACKLOG_TIMEOUT, l.queue.backlog()).await;
-    let backlog = backlog.ok().and_then(Result::ok).flatten();
+    let backlog = backlog.ok().and_then(Result::ok);
     (
         [(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)],
         telemetry::render(&l.handle, backlog),

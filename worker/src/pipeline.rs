@@ -8,7 +8,7 @@
 use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
-use queue::{Consumer, Delivery, Queue, Settled};
+use queue::{Consume, Consumer, Delivery, DeliveryBus, Queue, Settled};
 use shared::message::check_body;
 use shared::shutdown::{Shutdown, backoff};
 use shared::{Envelope, StoredMessage};
@@ -23,16 +23,21 @@ const OUTAGE_CAP: Duration = Duration::from_secs(5);
 /// One consumer loop with what it needs.
 #[derive(Clone)]
 pub struct Worker {
-    pub queue: Arc<dyn Queue>,
+    /// Where batches come from: the ingest queue.
+    pub consume: Arc<dyn Consume>,
+    /// Where stored messages go: the gateways.
+    pub bus: Arc<dyn DeliveryBus>,
     pub store: Store,
     pub enrich: Arc<Pipeline>,
     pub settings: WorkerSettings,
 }
 
 impl Worker {
+    /// A worker on both of `queue`'s roles it uses.
     pub fn new(queue: Arc<dyn Queue>, store: Store, settings: WorkerSettings) -> Self {
         Self {
-            queue,
+            consume: queue.clone(),
+            bus: queue,
             store,
             enrich: Arc::new(Pipeline::standard()),
             settings,
@@ -133,7 +138,7 @@ impl Worker {
     async fn open_consumer(&self, shutdown: &Shutdown) -> Result<Box<dyn Consumer>, Error> {
         let mut failures = 0;
         loop {
-            match self.queue.consumer().await {
+            match self.consume.consumer().await {
                 Ok(c) => return Ok(c),
                 Err(e) if shutdown.is_fired() => return Err(e.into()),
                 Err(e) => {
@@ -293,7 +298,7 @@ impl Worker {
             messages.push(Arc::new(s.into_message()));
         }
         let mut failures = 0;
-        while let Err(e) = self.queue.fan_out(&messages).await {
+        while let Err(e) = self.bus.fan_out(&messages).await {
             warn!(error = %e, "fan-out failed; retrying (messages are stored)");
             if !shutdown
                 .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))

@@ -20,7 +20,8 @@ mod subscribed;
 mod topology;
 
 use super::{
-    Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
+    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, DeliveryBus, Publish, QueueError,
+    QueueOptions, Subscription,
 };
 use async_trait::async_trait;
 use connection::Link;
@@ -71,16 +72,22 @@ impl AmqpQueue {
 }
 
 #[async_trait]
-impl Queue for AmqpQueue {
+impl Publish for AmqpQueue {
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
         publish::publish(&self.link, room, &payload).await
     }
+}
 
+#[async_trait]
+impl Consume for AmqpQueue {
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
         let consumer = consume::AmqpConsumer::open(self.link.clone(), &self.opts).await?;
         Ok(Box::new(consumer))
     }
+}
 
+#[async_trait]
+impl DeliveryBus for AmqpQueue {
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
         fanout::fan_out(&self.link, messages).await
     }
@@ -88,7 +95,10 @@ impl Queue for AmqpQueue {
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
         feed::subscribe(self.link.clone(), gateway, self.opts.delivery_buffer).await
     }
+}
 
+#[async_trait]
+impl Admin for AmqpQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         topology::partition_depth(&self.link, 0).await.map(|_| ())
     }
@@ -105,8 +115,8 @@ impl Queue for AmqpQueue {
         dead::purge(&self.link).await
     }
 
-    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
-        topology::ingest_depth(&self.link).await.map(Some)
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        topology::ingest_depth(&self.link).await
     }
 }
 

@@ -6,8 +6,8 @@
 use super::journal::Journal;
 use super::lanes::{DeadItem, Item, State};
 use super::{
-    Consumer, DeadLetter, DeadLetterFilter, Delivery, FeedEvent, Queue, QueueError, QueueOptions,
-    RoomSet, Settle, Settled, Subscription, Token,
+    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, FeedEvent,
+    Publish, QueueError, QueueOptions, RoomSet, Settle, Settled, Subscription, Token,
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
@@ -201,7 +201,7 @@ async fn serve_replay_requests(inner: Weak<Inner>) {
 }
 
 #[async_trait]
-impl Queue for MemoryQueue {
+impl Publish for MemoryQueue {
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
         let inner = &self.inner;
         let reserved = inner.lock().reserve(inner.opts.memory_capacity);
@@ -222,13 +222,19 @@ impl Queue for MemoryQueue {
         inner.wake.notify_waiters();
         Ok(())
     }
+}
 
+#[async_trait]
+impl Consume for MemoryQueue {
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(Box::new(MemoryConsumer {
             inner: self.inner.clone(),
         }))
     }
+}
 
+#[async_trait]
+impl DeliveryBus for MemoryQueue {
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
         let targets: Vec<(Arc<Mutex<HashSet<RoomId>>>, mpsc::Sender<FeedEvent>)> = {
             let mut subs = lock(&self.inner.subscribers);
@@ -261,7 +267,10 @@ impl Queue for MemoryQueue {
             events: rx,
         })
     }
+}
 
+#[async_trait]
+impl Admin for MemoryQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         match &self.inner.journal {
             Some(j) => j.ping().await,
@@ -277,8 +286,8 @@ impl Queue for MemoryQueue {
         Ok(st.dead.iter().take(max).map(|d| d.letter.clone()).collect())
     }
 
-    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
-        Ok(Some(self.depth() as u64))
+    async fn backlog(&self) -> Result<u64, QueueError> {
+        Ok(self.depth() as u64)
     }
 
     async fn replay_dead_letters(&self, filter: &DeadLetterFilter) -> Result<usize, QueueError> {

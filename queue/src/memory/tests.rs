@@ -1,6 +1,7 @@
 //! Unit tests of the embedded queue, volatile and durable.
 
 use super::*;
+use crate::Queue;
 use std::sync::atomic::Ordering;
 
 #[tokio::test]

@@ -264,6 +264,12 @@ impl SqsConsumer {
 
 #[async_trait]
 impl Consumer for SqsConsumer {
+    /// Nothing without a round trip: `receive` already takes up to ten per call and
+    /// batches its calls.
+    fn try_receive(&mut self, _max: usize) -> Vec<Delivery> {
+        Vec::new()
+    }
+
     async fn receive(&mut self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let max = max.clamp(1, BIGGEST_BATCH);
         // Whole seconds: SQS long polls in seconds. Zero would be a short poll, which

@@ -27,7 +27,8 @@ mod sweep;
 mod topology;
 
 use super::{
-    Consumer, DeadLetter, DeadLetterFilter, Queue, QueueError, QueueOptions, Subscription,
+    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, DeliveryBus, Publish, QueueError,
+    QueueOptions, Subscription,
 };
 use async_trait::async_trait;
 pub use connection::AwsOverrides;
@@ -269,18 +270,24 @@ impl SqsQueue {
 }
 
 #[async_trait]
-impl Queue for SqsQueue {
+impl Publish for SqsQueue {
     async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
         self.publisher.publish(room, payload).await
     }
+}
 
+#[async_trait]
+impl Consume for SqsQueue {
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(Box::new(consume::SqsConsumer::new(
             self.shared.clone(),
             self.settler.clone(),
         )))
     }
+}
 
+#[async_trait]
+impl DeliveryBus for SqsQueue {
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
         fanout::fan_out(&self.shared, messages).await
     }
@@ -288,7 +295,10 @@ impl Queue for SqsQueue {
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
         feed::subscribe(self.shared.clone(), gateway).await
     }
+}
 
+#[async_trait]
+impl Admin for SqsQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         topology::depth(&self.shared.sqs, &self.shared.topology.ingest, PING_TIMEOUT)
             .await
@@ -307,14 +317,13 @@ impl Queue for SqsQueue {
         dead::purge(&self.shared).await
     }
 
-    async fn backlog(&self) -> Result<Option<u64>, QueueError> {
+    async fn backlog(&self) -> Result<u64, QueueError> {
         topology::depth(
             &self.shared.sqs,
             &self.shared.topology.ingest,
             connection::CALL_TIMEOUT,
         )
         .await
-        .map(Some)
     }
 }
 
