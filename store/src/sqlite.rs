@@ -178,6 +178,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                 [],
                 |r| r.get(0),
             )?;
+            conn.pragma_update(None, "user_version", version)?;
         }
     }
     for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
@@ -284,4 +285,50 @@ fn raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawMessage> {
         enriched: row.get(6)?,
         trace: row.get(7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_file_is_migrated_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), 2);
+        migrate(&mut conn).unwrap();
+        let trace: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'trace'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(trace, 1, "both migrations ran, the second once");
+    }
+
+    #[test]
+    fn a_file_migrated_by_sqlx_keeps_its_rows_and_is_not_migrated_again() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute_batch(MIGRATIONS[1].1).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, success BOOLEAN NOT NULL);
+             INSERT INTO _sqlx_migrations VALUES (1, TRUE), (2, TRUE);
+             INSERT INTO messages (room, seq, sender, client_id, body, sent_at, enriched, stored_at)
+               VALUES ('lobby', 1, 'alice', 'm1', 'kept', 0, '{}', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).expect("nothing is run again (ALTER TABLE would fail)");
+        assert_eq!(version(&conn), 2);
+        let body: String = conn
+            .query_row("SELECT body FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(body, "kept");
+    }
 }

@@ -143,3 +143,18 @@ async fn a_second_process_reads_but_does_not_commit() {
     let ids: Vec<u64> = owner.load().await.unwrap().iter().map(|q| q.id).collect();
     assert_eq!(ids, [7]);
 }
+
+#[tokio::test]
+async fn settled_rows_go_with_no_group_to_ride_along_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("queue.db"), false)
+        .await
+        .unwrap();
+    journal.append(1, &room(), b"acked").await.unwrap();
+    journal.append(2, &room(), b"pending").await.unwrap();
+    journal.remove([1]);
+    // Nothing else is published: the committer deletes on its own within SETTLED_FLUSH.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ids: Vec<u64> = journal.load().await.unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(ids, [2], "the acked row is gone, the pending one stays");
+}
