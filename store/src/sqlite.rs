@@ -9,7 +9,7 @@ use super::plan::{self, Counters, Plan};
 use super::{AFTER, BEFORE, HEAD, NewMessage, RawMessage, StoreOptions, Stored};
 use crate::error::Error;
 use shared::sqlite::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
-use shared::sqlite::{Db, OpenOptions};
+use shared::sqlite::{Checkpoints, Db, OpenOptions};
 use shared::{RoomId, StoredMessage, Timestamp};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,23 +39,16 @@ pub(super) struct SqliteStore {
     writer: Db,
     readers: Arc<[Db]>,
     next_reader: Arc<AtomicUsize>,
+    /// Stopped with the last clone of the store.
     _checkpoints: Arc<Checkpoints>,
-}
-
-/// The background checkpoint task, stopped with the last clone of the store.
-struct Checkpoints(tokio::task::JoinHandle<()>);
-
-impl Drop for Checkpoints {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl SqliteStore {
     /// Opens (creating the file and its folder) and migrates `sqlite://PATH`.
     pub(super) async fn connect(url: &str, opts: StoreOptions) -> Result<Self, String> {
         let path = sqlite_path(url)?;
-        let options = OpenOptions::new(&path);
+        let mut options = OpenOptions::new(&path);
+        options.background_checkpoints = true;
         let open = |name: &str| {
             let options = options.clone();
             let name = name.to_owned();
@@ -70,12 +63,14 @@ impl SqliteStore {
         for n in 0..opts.max_connections.saturating_sub(1).clamp(1, 3) {
             readers.push(open(&format!("store-reader-{n}")).await?);
         }
-        let checkpointer = open("store-checkpoint").await?;
+        let checkpoints = Checkpoints::start("store-checkpoint", options, CHECKPOINT_EVERY)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             writer,
             readers: readers.into(),
             next_reader: Arc::default(),
-            _checkpoints: Arc::new(Checkpoints(tokio::spawn(checkpoints(checkpointer)))),
+            _checkpoints: Arc::new(checkpoints),
         })
     }
 
@@ -187,30 +182,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", v)?;
         tx.commit()?;
     }
-    // Checkpoints run in the background; this only bounds the WAL if they fall behind.
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     Ok(())
-}
-
-/// Copies the WAL into the database file off the commit path. Left to SQLite, the commit
-/// that crosses the WAL threshold does it (with an fsync) and that batch's messages wait:
-/// the latency spikes were tens of milliseconds.
-async fn checkpoints(db: Db) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let done = db
-            .call(|conn| conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
-            .await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "background WAL checkpoint failed; retrying in 500 ms (SQLite's own checkpoint at 10,000 pages bounds the WAL meanwhile)");
-            }
-            Err(_) => return,
-        }
-    }
 }
 
 /// One batch in one transaction: lock each room's counter (in room-name order), find

@@ -15,7 +15,7 @@ use super::{DeadLetter, DeadLetterFilter, QueueError};
 use commit::Op;
 use shared::ids::RoomId;
 use shared::sqlite::rusqlite::{self, Connection, TransactionBehavior};
-use shared::sqlite::{Db, OpenOptions};
+use shared::sqlite::{Checkpoints, Db, OpenOptions};
 use shared::sync::lock;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,6 +24,8 @@ use tracing::warn;
 
 /// Most operations one transaction carries.
 const GROUP_MAX: usize = 512;
+/// How often the owner copies the WAL back into the file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS queue_health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
@@ -79,6 +81,8 @@ pub(super) struct Journal {
     failure: Arc<Mutex<Option<String>>>,
     /// Settled ids not yet deleted: the committer takes them into its next group.
     settled: Arc<Mutex<Vec<u64>>>,
+    /// The owner copies the WAL back in the background, off the commit path.
+    _checkpoints: Option<Checkpoints>,
     _lock: Option<std::fs::File>,
 }
 
@@ -97,6 +101,7 @@ impl Journal {
         let lock = own(path).map_err(|e| fail(format!("cannot lock {shown}.lock: {e}")))?;
         let mut options = OpenOptions::new(path);
         options.sync_full = sync_full;
+        options.background_checkpoints = true;
         let db = Db::open("queue-db", options.clone())
             .await
             .map_err(|e| fail(e.reason))?;
@@ -106,13 +111,18 @@ impl Journal {
             .map_err(|e| fail(format!("creating the queue tables: {e}")))?;
         let failure = Arc::default();
         let settled = Arc::default();
-        let ops = match lock {
-            Some(_) => Some(
-                commit::start(options, Arc::clone(&failure), Arc::clone(&settled))
+        let (ops, checkpoints) = match lock {
+            Some(_) => {
+                let checkpoints =
+                    Checkpoints::start("queue-checkpoint", options.clone(), CHECKPOINT_EVERY)
+                        .await
+                        .map_err(|e| fail(e.reason))?;
+                let ops = commit::start(options, Arc::clone(&failure), Arc::clone(&settled))
                     .await
-                    .map_err(fail)?,
-            ),
-            None => None,
+                    .map_err(fail)?;
+                (Some(ops), Some(checkpoints))
+            }
+            None => (None, None),
         };
         Ok(Self {
             db,
@@ -120,6 +130,7 @@ impl Journal {
             ops,
             failure,
             settled,
+            _checkpoints: checkpoints,
             _lock: lock,
         })
     }
