@@ -6,7 +6,7 @@
 //! the group itself and answers each sender once. (sqlx's SQLite driver crossed to its
 //! worker thread and back for every statement, about eight thread switches a group.)
 
-use super::{BURY, DELETE, GROUP_MAX, INSERT, PROBE, RETRY, UNBURY, lock};
+use super::{BURY, DELETE, GROUP_MAX, HEADROOM, INSERT, PROBE, RETRY, UNBURY, lock};
 use crate::QueueError;
 use shared::ids::RoomId;
 use shared::sqlite::OpenOptions;
@@ -243,7 +243,10 @@ fn write_op(conn: &Connection, op: &Op, now: i64) -> Result<(), Failed> {
             run(conn, BURY, dead, "writing a dead letter")?;
             run(conn, DELETE, [*id as i64], "updating the queue")
         }
-        Op::Probe(_) => run(conn, PROBE, [now], "updating the queue"),
+        Op::Probe(_) => {
+            run(conn, PROBE, [now], "updating the queue")?;
+            run(conn, HEADROOM, [], "updating the queue")
+        }
         Op::Unbury { rows, .. } => {
             for (dead, id, room, payload) in rows {
                 let row = params![*id as i64, room.as_str(), payload];

@@ -29,6 +29,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS queue_health (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS queue_headroom (id INTEGER PRIMARY KEY, pad BLOB NOT NULL);
     CREATE TABLE IF NOT EXISTS queue_messages (
         id INTEGER PRIMARY KEY,
         room TEXT NOT NULL,
@@ -59,6 +60,12 @@ const UNBURY: &str = "DELETE FROM queue_dead WHERE id = ?1";
 const REQUEST: &str = "UPDATE queue_dead SET replay = 1 WHERE id = ?1";
 const PURGE: &str = "DELETE FROM queue_dead";
 const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, ?1)";
+/// After a failed commit the probe also writes this much, rewritten in place, so readiness
+/// comes back only when a send of any size can be committed: a row of a few bytes still
+/// fits in WAL space the file already has, so on a full disk it succeeded while every real
+/// send was refused.
+const HEADROOM: &str =
+    "INSERT OR REPLACE INTO queue_headroom (id, pad) VALUES (1, zeroblob(65536))";
 
 /// A message as the file keeps it.
 pub(super) struct Queued {
