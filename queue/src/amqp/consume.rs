@@ -6,7 +6,7 @@
 use super::balance::{Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
 use super::header_u32;
-use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Settled, Token};
+use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Token};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
@@ -124,7 +124,7 @@ fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) ->
         queue: o.queue.clone(),
         _held: Held(o.outstanding.clone()),
     };
-    Delivery::new(d.data, attempt, Box::new(ticket), settle.clone())
+    Delivery::new(d.data, attempt, Token::Amqp(ticket), settle.clone())
 }
 
 #[async_trait]
@@ -164,9 +164,9 @@ impl Drop for Held {
     }
 }
 
-/// A delivery's handle. It keeps its channel open so a dropped consumer does not take
-/// the unsettled deliveries with it.
-struct Ticket {
+/// A delivery's handle ([`Token::Amqp`]). It keeps its channel open so a dropped
+/// consumer does not take the unsettled deliveries with it.
+pub struct Ticket {
     acker: Acker,
     _channel: Channel,
     /// The partition it came from, where its retries return.
@@ -179,12 +179,6 @@ struct Settler {
     max_attempts: u32,
     /// For `abandon`, which runs in `Drop` and may be outside any runtime context.
     runtime: tokio::runtime::Handle,
-}
-
-fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
-    token.downcast::<Ticket>().map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
 }
 
 async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
@@ -205,7 +199,7 @@ impl Settler {
     /// publish the original goes back to the queue instead.
     async fn move_to(
         &self,
-        t: Box<Ticket>,
+        t: Ticket,
         queue: Result<String, QueueError>,
         payload: &[u8],
         headers: FieldTable,
@@ -234,7 +228,7 @@ impl Settler {
     }
 
     /// Hands the delivery back to its queue at once.
-    fn requeue(&self, t: Box<Ticket>) {
+    fn requeue(&self, t: Ticket) {
         // A closed channel already gave it back; nothing else to do on failure.
         self.runtime.spawn(async move {
             let requeue = BasicNackOptions {
@@ -256,12 +250,16 @@ impl Settler {
 
 #[async_trait]
 impl Settle for Settler {
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let total = tokens.len();
         let mut failed = 0usize;
         let mut last = None;
         for token in tokens {
-            let acked = match ticket(token) {
+            let acked = match token.into_amqp() {
                 Ok(t) => ack_one(&t).await,
                 Err(e) => Err(e),
             };
@@ -286,12 +284,8 @@ impl Settle for Settler {
         attempt: u32,
         delay: Duration,
         reason: &str,
-    ) -> Result<Settled, QueueError> {
-        if attempt >= self.max_attempts {
-            self.dead_letter(token, payload, attempt, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
-        let t = ticket(token)?;
+    ) -> Result<(), QueueError> {
+        let t = token.into_amqp()?;
         let queue = self.retry_queue(&t.queue, delay).await;
         self.move_to(t, queue, payload, courier_headers(attempt, reason))
             .await?;
@@ -300,7 +294,7 @@ impl Settle for Settler {
             delay_ms = delay.as_millis() as u64,
             "delivery scheduled for a retry"
         );
-        Ok(Settled::Retrying)
+        Ok(())
     }
 
     async fn dead_letter(
@@ -310,14 +304,14 @@ impl Settle for Settler {
         attempt: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let t = ticket(token)?;
+        let t = token.into_amqp()?;
         let queue = Ok(self.link.names.dead.clone());
         self.move_to(t, queue, payload, courier_headers(attempt, reason))
             .await
     }
 
     fn abandon(&self, token: Token) {
-        if let Ok(t) = ticket(token) {
+        if let Ok(t) = token.into_amqp() {
             self.requeue(t);
         }
     }

@@ -25,6 +25,7 @@ use super::{
 };
 use async_trait::async_trait;
 use connection::Link;
+pub use consume::Ticket;
 use lapin::types::{AMQPValue, FieldTable};
 use shared::ids::{GatewayId, RoomId};
 use shared::message::StoredMessage;

@@ -7,7 +7,7 @@ use super::journal::Journal;
 use super::lanes::{DeadItem, Item, State};
 use super::{
     Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, FeedEvent,
-    Publish, QueueError, QueueOptions, RoomSet, Settle, Settled, Subscription, Token,
+    Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
@@ -382,7 +382,7 @@ impl MemoryConsumer {
             out.push(Delivery::new(
                 item.payload.clone(),
                 item.attempts,
-                Box::new(tag),
+                Token::Memory(tag),
                 settle.clone(),
             ));
             st.in_flight.insert(tag, item);
@@ -391,20 +391,18 @@ impl MemoryConsumer {
     }
 }
 
-fn tag_of(token: Token) -> Result<u64, QueueError> {
-    token.downcast::<u64>().map(|t| *t).map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
-}
-
 #[async_trait]
 impl Settle for Inner {
+    fn max_attempts(&self) -> u32 {
+        self.opts.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let mut settled = Vec::with_capacity(tokens.len());
         {
             let mut st = self.lock();
             for t in tokens {
-                if let Some(item) = st.in_flight.remove(&tag_of(t)?) {
+                if let Some(item) = st.in_flight.remove(&t.into_memory()?) {
                     st.release(&item.room);
                     settled.push(item.order);
                 }
@@ -424,16 +422,12 @@ impl Settle for Inner {
         _payload: &[u8],
         _attempt: u32,
         delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError> {
-        let tag = tag_of(token)?;
+        _reason: &str,
+    ) -> Result<(), QueueError> {
+        let tag = token.into_memory()?;
         let Some(item) = self.lock().in_flight.remove(&tag) else {
-            return Ok(Settled::Retrying);
+            return Ok(());
         };
-        if item.attempts >= self.opts.max_attempts {
-            self.bury(item, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
         if let Some(j) = &self.journal {
             let at = shared::Timestamp::now().as_millis() + delay.as_millis() as i64;
             if let Err(e) = j.retry(item.order, item.attempts, at).await {
@@ -444,7 +438,7 @@ impl Settle for Inner {
         }
         self.lock().delay(tag, item, Instant::now() + delay);
         self.wake.notify_waiters();
-        Ok(Settled::Retrying)
+        Ok(())
     }
 
     async fn dead_letter(
@@ -454,7 +448,7 @@ impl Settle for Inner {
         _attempt: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let item = self.lock().in_flight.remove(&tag_of(token)?);
+        let item = self.lock().in_flight.remove(&token.into_memory()?);
         match item {
             Some(item) => self.bury(item, reason).await,
             None => Ok(()),
@@ -462,7 +456,7 @@ impl Settle for Inner {
     }
 
     fn abandon(&self, token: Token) {
-        let Ok(tag) = tag_of(token) else { return };
+        let Ok(tag) = token.into_memory() else { return };
         {
             let mut st = self.lock();
             if let Some(item) = st.in_flight.remove(&tag) {

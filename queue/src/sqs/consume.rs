@@ -10,7 +10,7 @@
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
-use crate::{Consumer, Delivery, QueueError, Settle, Settled, Token};
+use crate::{Consumer, Delivery, QueueError, Settle, Token};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -32,8 +32,8 @@ const LONGEST_POLL: Duration = Duration::from_secs(20);
 /// Most deliveries one `receive` returns, however many are asked for.
 const BIGGEST_BATCH: usize = 1000;
 
-/// A delivery's handle: its receipt, and what a dead letter needs.
-struct Ticket {
+/// A delivery's handle ([`Token::Sqs`]): its receipt, and what a dead letter needs.
+pub struct Ticket {
     key: u64,
     receipt: String,
     message_id: String,
@@ -258,7 +258,7 @@ impl SqsConsumer {
         };
         let payload = codec::payload_of(&m);
         let settle: Arc<dyn Settle> = self.settler.clone();
-        Some(Delivery::new(payload, attempt, Box::new(ticket), settle))
+        Some(Delivery::new(payload, attempt, Token::Sqs(ticket), settle))
     }
 }
 
@@ -300,18 +300,16 @@ impl Consumer for SqsConsumer {
     }
 }
 
-fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
-    token.downcast::<Ticket>().map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
-}
-
 #[async_trait]
 impl Settle for Settler {
+    fn max_attempts(&self) -> u32 {
+        self.shared.opts.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let mut receipts = Vec::with_capacity(tokens.len());
         for token in tokens {
-            let t = ticket(token)?;
+            let t = token.into_sqs()?;
             self.release(t.key);
             receipts.push(t.receipt);
         }
@@ -327,16 +325,12 @@ impl Settle for Settler {
     async fn retry(
         &self,
         token: Token,
-        payload: &[u8],
+        _payload: &[u8],
         attempt: u32,
         delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError> {
-        if attempt >= self.shared.opts.max_attempts {
-            self.dead_letter(token, payload, attempt, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
-        let t = ticket(token)?;
+        _reason: &str,
+    ) -> Result<(), QueueError> {
+        let t = token.into_sqs()?;
         let _gate = self.visibility.lock().await;
         self.release(t.key);
         // SQS counts in whole seconds; at least one so it is not redelivered at once.
@@ -347,7 +341,7 @@ impl Settle for Settler {
             delay_s = delay.as_secs(),
             "delivery scheduled for a retry"
         );
-        Ok(Settled::Retrying)
+        Ok(())
     }
 
     async fn dead_letter(
@@ -357,7 +351,7 @@ impl Settle for Settler {
         attempt: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
-        let t = ticket(token)?;
+        let t = token.into_sqs()?;
         let body = Body::encode(payload);
         let mut send = self
             .sqs()
@@ -393,7 +387,7 @@ impl Settle for Settler {
     }
 
     fn abandon(&self, token: Token) {
-        let Ok(t) = ticket(token) else { return };
+        let Ok(t) = token.into_sqs() else { return };
         let Some(settler) = self.me.upgrade() else {
             return;
         };

@@ -32,6 +32,7 @@ use super::{
 };
 use async_trait::async_trait;
 pub use connection::AwsOverrides;
+pub use consume::Ticket;
 use shared::ids::{GatewayId, RoomId};
 use shared::message::StoredMessage;
 use std::sync::Arc;
