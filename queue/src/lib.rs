@@ -28,8 +28,8 @@ pub use config::{QueueConfig, QueueSettings, QueueUrl};
 pub use delivery::{Delivery, Settle, Settled, Token};
 
 use async_trait::async_trait;
-use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use shared::message::{MessageKey, StoredMessage};
 use shared::sync::lock;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,8 +95,10 @@ pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError>
 #[async_trait]
 pub trait Publish: Send + Sync {
     /// Puts one serialized envelope on the ingest queue; returns once the broker confirmed.
-    /// `room` is the ordering key (FIFO group, routing).
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError>;
+    /// `key` is the envelope's idempotency key, given so no backend parses the payload
+    /// again: its room orders the message (FIFO group, routing), and the whole key
+    /// deduplicates it (SQS) and names its dead letter.
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError>;
 }
 
 /// Worker side: consumers of the ingest queue.
@@ -208,8 +210,19 @@ impl RoomBinding for RoomSet {
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     pub payload: Vec<u8>,
+    /// The idempotency key, where the backend keeps it beside the payload (RabbitMQ
+    /// headers, SQS attributes, the volatile queue); `None` for the durable queue's file
+    /// and for dead letters from before keys were kept: readers then use the envelope.
+    pub key: Option<MessageKey>,
     pub attempts: u32,
     pub reason: String,
+}
+
+impl DeadLetter {
+    /// The key kept with it, or the one of the envelope in its payload.
+    pub fn key(&self) -> Option<MessageKey> {
+        self.key.clone().or_else(|| envelope_key(&self.payload))
+    }
 }
 
 /// Which dead letters an operation applies to.
@@ -221,15 +234,36 @@ pub enum DeadLetterFilter {
 }
 
 impl DeadLetterFilter {
-    /// True when the dead letter's payload (an envelope) is selected. A payload that is not
-    /// an envelope is selected only by `All`.
-    pub fn matches(&self, payload: &[u8]) -> bool {
+    /// True when the dead letter with this key (the one kept with it; without one, its
+    /// payload's envelope) is selected. A payload that is not an envelope and has no key
+    /// is selected only by `All`.
+    pub fn matches(&self, key: Option<&MessageKey>, payload: &[u8]) -> bool {
         match self {
             Self::All => true,
-            Self::Ids(ids) => serde_json::from_slice::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                .is_some_and(|id| ids.contains(&id)),
+            Self::Ids(ids) => {
+                let selected = |k: &MessageKey| ids.iter().any(|id| id == k.id.as_str());
+                match key {
+                    Some(k) => selected(k),
+                    None => envelope_key(payload).as_ref().is_some_and(selected),
+                }
+            }
         }
     }
+}
+
+/// The key of the envelope in `payload`: the fallback for dead letters whose backend
+/// kept none.
+pub(crate) fn envelope_key(payload: &[u8]) -> Option<MessageKey> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        room: RoomId,
+        from: UserId,
+        id: ClientMsgId,
+    }
+    let k: Key = serde_json::from_slice(payload).ok()?;
+    Some(MessageKey {
+        room: k.room,
+        from: k.from,
+        id: k.id,
+    })
 }

@@ -5,13 +5,14 @@
 
 use super::balance::{Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
-use super::header_u32;
+use super::{header_u32, key_headers, key_of};
 use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Token};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use shared::message::MessageKey;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,10 +29,14 @@ pub(super) const DELIVERY_COUNT: &str = "x-delivery-count";
 /// twice over.
 const PREFETCH: u16 = 200;
 
-fn courier_headers(attempt: u32, reason: &str) -> FieldTable {
+/// The headers of a retry or dead letter: ours, and the key the original carried.
+fn courier_headers(attempt: u32, reason: &str, key: Option<&MessageKey>) -> FieldTable {
     let mut h = FieldTable::default();
     h.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempt.into()));
     h.insert(REASON.into(), AMQPValue::LongString(reason.into()));
+    if let Some(key) = key {
+        key_headers(&mut h, key);
+    }
     h
 }
 
@@ -119,6 +124,7 @@ fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) ->
     let attempt = attempt_of(&d);
     o.outstanding.fetch_add(1, Ordering::AcqRel);
     let ticket = Ticket {
+        key: key_of(d.properties.headers().as_ref()),
         acker: d.acker,
         _channel: o.sub.channel.clone(),
         queue: o.queue.clone(),
@@ -167,6 +173,8 @@ impl Drop for Held {
 /// A delivery's handle ([`Token::Amqp`]). It keeps its channel open so a dropped
 /// consumer does not take the unsettled deliveries with it.
 pub struct Ticket {
+    /// The key its headers carry, passed on to its retries and dead letter.
+    key: Option<MessageKey>,
     acker: Acker,
     _channel: Channel,
     /// The partition it came from, where its retries return.
@@ -287,8 +295,8 @@ impl Settle for Settler {
     ) -> Result<(), QueueError> {
         let t = token.into_amqp()?;
         let queue = self.retry_queue(&t.queue, delay).await;
-        self.move_to(t, queue, payload, courier_headers(attempt, reason))
-            .await?;
+        let headers = courier_headers(attempt, reason, t.key.as_ref());
+        self.move_to(t, queue, payload, headers).await?;
         debug!(
             attempt,
             delay_ms = delay.as_millis() as u64,
@@ -306,8 +314,8 @@ impl Settle for Settler {
     ) -> Result<(), QueueError> {
         let t = token.into_amqp()?;
         let queue = Ok(self.link.names.dead.clone());
-        self.move_to(t, queue, payload, courier_headers(attempt, reason))
-            .await
+        let headers = courier_headers(attempt, reason, t.key.as_ref());
+        self.move_to(t, queue, payload, headers).await
     }
 
     fn abandon(&self, token: Token) {

@@ -218,8 +218,10 @@ impl Journal {
         self.on_db("reading the dead letters", move |conn| {
             let mut statement = conn.prepare_cached(LIST_DEAD)?;
             let letters = statement.query_map([max], |r| {
+                // The file keeps the envelope only: readers take the key from it.
                 Ok(DeadLetter {
                     payload: r.get(0)?,
+                    key: None,
                     attempts: r.get::<_, i64>(1)?.max(0) as u32,
                     reason: r.get(2)?,
                 })
@@ -252,7 +254,7 @@ impl Journal {
         Ok(rows
             .into_iter()
             .filter_map(|(id, room, payload)| {
-                if filter.is_some_and(|f| !f.matches(&payload)) {
+                if filter.is_some_and(|f| !f.matches(None, &payload)) {
                     return None;
                 }
                 Some((id, RoomId::parse(&room).ok()?, payload))

@@ -11,7 +11,7 @@ use super::{
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+use shared::message::{MessageKey, StoredMessage};
 use shared::sync::lock;
 use std::collections::HashSet;
 use std::path::Path;
@@ -88,6 +88,7 @@ impl MemoryQueue {
                     room: row.room,
                     order: row.id,
                     payload: row.payload,
+                    key: None,
                     attempts: row.attempts,
                 };
                 st.restore(item, due);
@@ -143,6 +144,7 @@ impl Inner {
             room: item.room,
             letter: DeadLetter {
                 payload: item.payload,
+                key: item.key,
                 attempts: item.attempts,
                 reason: reason.to_owned(),
             },
@@ -175,6 +177,7 @@ impl Inner {
                     room,
                     order,
                     payload,
+                    key: None,
                     attempts: 0,
                 });
             }
@@ -202,8 +205,9 @@ async fn serve_replay_requests(inner: Weak<Inner>) {
 
 #[async_trait]
 impl Publish for MemoryQueue {
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError> {
         let inner = &self.inner;
+        let room = &key.room;
         let reserved = inner.lock().reserve(inner.opts.memory_capacity);
         let order = reserved.map_err(|depth| inner.full(depth))?;
         if let Some(journal) = &inner.journal {
@@ -217,6 +221,7 @@ impl Publish for MemoryQueue {
             room: room.clone(),
             order,
             payload,
+            key: Some(key.clone()),
             attempts: 0,
         });
         inner.wake.notify_waiters();
@@ -306,7 +311,7 @@ impl Admin for MemoryQueue {
             let mut st = self.inner.lock();
             let (chosen, kept): (Vec<DeadItem>, Vec<DeadItem>) = std::mem::take(&mut st.dead)
                 .into_iter()
-                .partition(|d| filter.matches(&d.letter.payload));
+                .partition(|d| filter.matches(d.letter.key.as_ref(), &d.letter.payload));
             st.dead = kept.into();
             for d in &chosen {
                 st.depth += 1;
@@ -315,6 +320,7 @@ impl Admin for MemoryQueue {
                     room: d.room.clone(),
                     order,
                     payload: d.letter.payload.clone(),
+                    key: d.letter.key.clone(),
                     attempts: 0,
                 });
             }

@@ -16,6 +16,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
+use shared::message::MessageKey;
 use shared::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,10 +35,13 @@ const BIGGEST_BATCH: usize = 1000;
 
 /// A delivery's handle ([`Token::Sqs`]): its receipt, and what a dead letter needs.
 pub struct Ticket {
-    key: u64,
+    /// Its entry among the held deliveries.
+    held: u64,
     receipt: String,
     message_id: String,
     group: Option<String>,
+    /// The idempotency key its attributes carry, copied onto its dead letter.
+    key: Option<MessageKey>,
 }
 
 /// Settles deliveries of every consumer of one `SqsQueue`, and keeps the held ones
@@ -251,10 +255,11 @@ impl SqsConsumer {
             .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
             .cloned();
         let ticket = Ticket {
-            key: self.settler.hold(&receipt),
+            held: self.settler.hold(&receipt),
             receipt,
             message_id: m.message_id().unwrap_or_default().to_owned(),
             group,
+            key: codec::key_of(&m),
         };
         let payload = codec::payload_of(&m);
         let settle: Arc<dyn Settle> = self.settler.clone();
@@ -310,7 +315,7 @@ impl Settle for Settler {
         let mut receipts = Vec::with_capacity(tokens.len());
         for token in tokens {
             let t = token.into_sqs()?;
-            self.release(t.key);
+            self.release(t.held);
             receipts.push(t.receipt);
         }
         let total = receipts.len();
@@ -332,7 +337,7 @@ impl Settle for Settler {
     ) -> Result<(), QueueError> {
         let t = token.into_sqs()?;
         let _gate = self.visibility.lock().await;
-        self.release(t.key);
+        self.release(t.held);
         // SQS counts in whole seconds; at least one so it is not redelivered at once.
         let delay = Duration::from_secs(delay.as_secs_f64().ceil().max(1.0) as u64);
         self.change_visibility(&t.receipt, delay).await?;
@@ -358,7 +363,7 @@ impl Settle for Settler {
             .send_message()
             .queue_url(&self.shared.topology.dead)
             .message_body(body.text.clone())
-            .set_message_attributes(body.attributes())
+            .set_message_attributes(codec::attributes(&body, t.key.as_ref()))
             .message_attributes(ATTEMPTS, codec::number_attr(attempt))
             .message_attributes(REASON, codec::reason_attr(reason));
         if let Some(group) = &t.group {
@@ -379,7 +384,7 @@ impl Settle for Settler {
             send.send(),
         )
         .await;
-        self.release(t.key);
+        self.release(t.held);
         sent?;
         batch::delete(self.sqs(), self.ingest(), vec![t.receipt])
             .await
@@ -393,7 +398,7 @@ impl Settle for Settler {
         };
         self.runtime.spawn(async move {
             let _gate = settler.visibility.lock().await;
-            settler.release(t.key);
+            settler.release(t.held);
             if let Err(e) = settler.change_visibility(&t.receipt, Duration::ZERO).await {
                 debug!(error = %e, "handing back an abandoned delivery failed; SQS redelivers it after its visibility timeout");
             }
