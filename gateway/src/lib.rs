@@ -103,8 +103,8 @@ pub async fn run(
 }
 
 /// The embedded queues' workers, in this process; none with a broker, whose workers are
-/// processes of their own.
-#[cfg(feature = "embedded")]
+/// processes of their own, nor in a build without `embedded` ([`prepare`] refused the
+/// embedded queues there).
 fn embedded_workers(
     config: &GatewayConfig,
     queue_config: &QueueConfig,
@@ -112,22 +112,17 @@ fn embedded_workers(
     store: &Store,
 ) -> (sd::Trigger, Option<JoinHandle<Result<(), Error>>>) {
     let (stop, shutdown) = sd::channel();
+    #[cfg(feature = "embedded")]
     let workers = queue_config.url.is_embedded().then(|| {
         let w = worker::Worker::new(queue.clone(), store.clone(), config.worker.clone());
         tokio::spawn(async move { w.run(shutdown).await.map_err(Error::from) })
     });
+    #[cfg(not(feature = "embedded"))]
+    let workers = {
+        let _unused = (config, queue_config, queue, store, shutdown);
+        None
+    };
     (stop, workers)
-}
-
-/// Without the `embedded` feature there are none: [`prepare`] refused the embedded queues.
-#[cfg(not(feature = "embedded"))]
-fn embedded_workers(
-    _config: &GatewayConfig,
-    _queue_config: &QueueConfig,
-    _queue: &Arc<dyn queue::Queue>,
-    _store: &Store,
-) -> (sd::Trigger, Option<JoinHandle<Result<(), Error>>>) {
-    (sd::channel().0, None)
 }
 
 /// Checks the settings (`QUEUE_URL` parsed once, here), binds `METRICS_BIND`, and warns

@@ -77,6 +77,15 @@ impl Token {
     }
 }
 
+/// A delivery that failed, as a backend re-scheduling or burying it sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Failed<'a> {
+    pub payload: &'a [u8],
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    pub reason: &'a str,
+}
+
 /// The backend side of settling deliveries: mechanics only. The policy (attempts used
 /// up → dead letter) is [`Delivery::retry`]'s, decided once for every backend.
 #[async_trait]
@@ -86,21 +95,8 @@ pub trait Settle: Send + Sync {
     fn max_attempts(&self) -> u32;
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError>;
     /// Delivers it again after `delay` (it has attempts left).
-    async fn retry(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<(), QueueError>;
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError>;
+    async fn retry(&self, token: Token, f: Failed<'_>, delay: Duration) -> Result<(), QueueError>;
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError>;
     /// A delivery dropped without being settled: make it deliverable again.
     fn abandon(&self, token: Token);
 }
@@ -165,23 +161,38 @@ impl Delivery {
     /// Delivers it again after `delay`, or dead-letters it when its attempts are used up.
     /// The one place that rule lives: backends only re-schedule or bury.
     pub async fn retry(self, delay: Duration, reason: &str) -> Result<Settled, QueueError> {
-        let attempt = self.attempt;
-        let (token, settle, payload) = self.take()?;
-        if attempt >= settle.max_attempts() {
-            settle.dead_letter(token, &payload, attempt, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
-        settle
-            .retry(token, &payload, attempt, delay, reason)
-            .await?;
-        Ok(Settled::Retrying)
+        self.fail(reason, Some(delay)).await
     }
 
     /// Sends it straight to the dead-letter place (it can never succeed).
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
+        self.fail(reason, None).await.map(|_| ())
+    }
+
+    /// Re-schedules it after the delay while it has attempts left; buries it otherwise.
+    async fn fail(self, reason: &str, delay: Option<Duration>) -> Result<Settled, QueueError> {
         let attempt = self.attempt;
         let (token, settle, payload) = self.take()?;
-        settle.dead_letter(token, &payload, attempt, reason).await
+        let failed = Failed {
+            payload: &payload,
+            attempt,
+            reason,
+        };
+        match delay {
+            Some(delay) if attempt < settle.max_attempts() => {
+                settle.retry(token, failed, delay).await?;
+                tracing::debug!(
+                    attempt,
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "delivery scheduled for a retry"
+                );
+                Ok(Settled::Retrying)
+            }
+            _ => {
+                settle.dead_letter(token, failed).await?;
+                Ok(Settled::DeadLettered)
+            }
+        }
     }
 }
 
@@ -213,6 +224,14 @@ mod tests {
         calls: Mutex<Vec<&'static str>>,
     }
 
+    impl Recorder {
+        fn record(&self, token: Token, call: &'static str) -> Result<(), QueueError> {
+            token.into_memory()?;
+            self.calls.lock().unwrap().push(call);
+            Ok(())
+        }
+    }
+
     #[async_trait]
     impl Settle for Recorder {
         fn max_attempts(&self) -> u32 {
@@ -222,28 +241,11 @@ mod tests {
             self.calls.lock().unwrap().push("ack");
             Ok(())
         }
-        async fn retry(
-            &self,
-            token: Token,
-            _: &[u8],
-            _: u32,
-            _: Duration,
-            _: &str,
-        ) -> Result<(), QueueError> {
-            token.into_memory()?;
-            self.calls.lock().unwrap().push("retry");
-            Ok(())
+        async fn retry(&self, token: Token, _: Failed<'_>, _: Duration) -> Result<(), QueueError> {
+            self.record(token, "retry")
         }
-        async fn dead_letter(
-            &self,
-            token: Token,
-            _: &[u8],
-            _: u32,
-            _: &str,
-        ) -> Result<(), QueueError> {
-            token.into_memory()?;
-            self.calls.lock().unwrap().push("dead_letter");
-            Ok(())
+        async fn dead_letter(&self, token: Token, _: Failed<'_>) -> Result<(), QueueError> {
+            self.record(token, "dead_letter")
         }
         fn abandon(&self, _: Token) {
             self.calls.lock().unwrap().push("abandon");

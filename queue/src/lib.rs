@@ -25,7 +25,7 @@ pub mod sqs;
 pub mod contract;
 
 pub use config::{QueueConfig, QueueSettings, QueueUrl};
-pub use delivery::{Delivery, Settle, Settled, Token};
+pub use delivery::{Delivery, Failed, Settle, Settled, Token};
 
 use async_trait::async_trait;
 use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};

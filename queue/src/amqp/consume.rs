@@ -6,7 +6,7 @@
 use super::balance::{Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
 use super::{header_u32, key_headers, key_of};
-use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Token};
+use crate::{Consumer, Delivery, Failed, QueueError, QueueOptions, Settle, Token};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
@@ -203,22 +203,23 @@ async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
 }
 
 impl Settler {
-    /// Publishes a copy to `queue` (confirmed), then acks the original; on a failed
-    /// publish the original goes back to the queue instead.
+    /// Publishes a copy to `queue` (confirmed), with the attempts, the reason and its key
+    /// as headers, then acks the original; on a failed publish the original goes back
+    /// to the queue instead.
     async fn move_to(
         &self,
         t: Ticket,
         queue: Result<String, QueueError>,
-        payload: &[u8],
-        headers: FieldTable,
+        f: Failed<'_>,
     ) -> Result<(), QueueError> {
+        let headers = courier_headers(f.attempt, f.reason, t.key.as_ref());
         let published = match (queue, self.link.session()) {
             (Ok(queue), Ok(session)) => {
                 session
                     .publish_confirmed(vec![Outgoing {
                         exchange: "",
                         routing_key: &queue,
-                        payload,
+                        payload: f.payload,
                         properties: json_properties(true).with_headers(headers),
                         mandatory: true,
                     }])
@@ -285,37 +286,16 @@ impl Settle for Settler {
         }
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn retry(&self, token: Token, f: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
         let t = token.into_amqp()?;
         let queue = self.retry_queue(&t.queue, delay).await;
-        let headers = courier_headers(attempt, reason, t.key.as_ref());
-        self.move_to(t, queue, payload, headers).await?;
-        debug!(
-            attempt,
-            delay_ms = delay.as_millis() as u64,
-            "delivery scheduled for a retry"
-        );
-        Ok(())
+        self.move_to(t, queue, f).await
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
         let t = token.into_amqp()?;
         let queue = Ok(self.link.names.dead.clone());
-        let headers = courier_headers(attempt, reason, t.key.as_ref());
-        self.move_to(t, queue, payload, headers).await
+        self.move_to(t, queue, f).await
     }
 
     fn abandon(&self, token: Token) {

@@ -58,6 +58,24 @@ const REQUEST: &str = "UPDATE queue_dead SET replay = 1 WHERE id = ?1";
 const PURGE: &str = "DELETE FROM queue_dead";
 const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, ?1)";
 
+/// A message's row: its id (the queue's order), its room and its bytes.
+#[derive(Clone)]
+pub(super) struct Row {
+    pub id: u64,
+    pub room: RoomId,
+    pub payload: Vec<u8>,
+}
+
+impl Row {
+    pub(super) fn new(id: u64, room: &RoomId, payload: &[u8]) -> Self {
+        Self {
+            id,
+            room: room.clone(),
+            payload: payload.to_vec(),
+        }
+    }
+}
+
 /// A message as the file keeps it.
 pub(super) struct Queued {
     pub id: u64,
@@ -154,19 +172,8 @@ impl Journal {
     }
 
     /// Commits a new message under `id`; Ok once it is on disk.
-    pub(super) async fn append(
-        &self,
-        id: u64,
-        room: &RoomId,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.ask(|done| Op::Append {
-            id,
-            room: room.clone(),
-            payload: payload.to_vec(),
-            done,
-        })
-        .await
+    pub(super) async fn append(&self, row: Row) -> Result<(), QueueError> {
+        self.ask(|done| Op::Append { row, done }).await
     }
 
     /// Forgets settled messages in a later transaction, without waking the committer:
@@ -194,18 +201,15 @@ impl Journal {
         .await
     }
 
+    /// Moves the message `row` names to the dead letters.
     pub(super) async fn bury(
         &self,
-        id: u64,
-        room: &RoomId,
-        payload: &[u8],
+        row: Row,
         attempts: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
         self.ask(|done| Op::Bury {
-            id,
-            room: room.clone(),
-            payload: payload.to_vec(),
+            row,
             attempts,
             reason: reason.to_owned(),
             done,
@@ -263,10 +267,7 @@ impl Journal {
     }
 
     /// Moves dead letters back onto the queue under fresh ids (owner only).
-    pub(super) async fn unbury(
-        &self,
-        rows: Vec<(i64, u64, RoomId, Vec<u8>)>,
-    ) -> Result<(), QueueError> {
+    pub(super) async fn unbury(&self, rows: Vec<(i64, Row)>) -> Result<(), QueueError> {
         self.ask(|done| Op::Unbury { rows, done }).await
     }
 

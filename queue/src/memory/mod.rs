@@ -3,11 +3,11 @@
 //! kept in a [`Journal`] from its publish until it is settled). It is also the reference
 //! implementation the contract tests hold every other backend to.
 
-use super::journal::Journal;
+use super::journal::{Journal, Row};
 use super::lanes::{DeadItem, Item, State};
 use super::{
-    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, FeedEvent,
-    Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
+    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, Failed,
+    FeedEvent, Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
@@ -161,30 +161,38 @@ impl Inner {
         if dead.is_empty() {
             return Ok(0);
         }
-        let rows: Vec<_> = {
+        let rows: Vec<(i64, Row)> = {
             let mut st = self.lock();
             dead.into_iter()
-                .map(|(dead_id, room, payload)| (dead_id, st.next_order(), room, payload))
+                .map(|(dead_id, room, payload)| {
+                    let id = st.next_order();
+                    (dead_id, Row { id, room, payload })
+                })
                 .collect()
         };
         journal.unbury(rows.clone()).await?;
         let n = rows.len();
         {
             let mut st = self.lock();
-            for (_, order, room, payload) in rows {
-                st.depth += 1;
-                st.insert(Item {
-                    room,
-                    order,
-                    payload,
-                    key: None,
-                    attempts: 0,
-                });
+            for (_, row) in rows {
+                fresh(&mut st, row.id, row.room, row.payload, None);
             }
         }
         self.wake.notify_waiters();
         Ok(n)
     }
+}
+
+/// Queues a replayed dead letter as a fresh message: counted, every attempt ahead of it.
+fn fresh(st: &mut State, order: u64, room: RoomId, payload: Vec<u8>, key: Option<MessageKey>) {
+    st.depth += 1;
+    st.insert(Item {
+        room,
+        order,
+        payload,
+        key,
+        attempts: 0,
+    });
 }
 
 /// Replays dead letters that `worker dlq replay` asked for from another process.
@@ -212,7 +220,7 @@ impl Publish for MemoryQueue {
         let order = reserved.map_err(|depth| inner.full(depth))?;
         if let Some(journal) = &inner.journal {
             // Acked only once the row is committed.
-            if let Err(e) = journal.append(order, room, &payload).await {
+            if let Err(e) = journal.append(Row::new(order, room, &payload)).await {
                 inner.lock().depth -= 1;
                 return Err(e);
             }
@@ -313,18 +321,12 @@ impl Admin for MemoryQueue {
                 .into_iter()
                 .partition(|d| filter.matches(d.letter.key.as_ref(), &d.letter.payload));
             st.dead = kept.into();
-            for d in &chosen {
-                st.depth += 1;
+            let replayed = chosen.len();
+            for d in chosen {
                 let order = st.next_order();
-                st.insert(Item {
-                    room: d.room.clone(),
-                    order,
-                    payload: d.letter.payload.clone(),
-                    key: d.letter.key.clone(),
-                    attempts: 0,
-                });
+                fresh(&mut st, order, d.room, d.letter.payload, d.letter.key);
             }
-            chosen.len()
+            replayed
         };
         self.inner.wake.notify_waiters();
         Ok(replayed)
@@ -422,14 +424,7 @@ impl Settle for Inner {
         Ok(())
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        _payload: &[u8],
-        _attempt: u32,
-        delay: Duration,
-        _reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn retry(&self, token: Token, _: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
         let tag = token.into_memory()?;
         let Some(item) = self.lock().in_flight.remove(&tag) else {
             return Ok(());
@@ -447,16 +442,10 @@ impl Settle for Inner {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        _payload: &[u8],
-        _attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
         let item = self.lock().in_flight.remove(&token.into_memory()?);
         match item {
-            Some(item) => self.bury(item, reason).await,
+            Some(item) => self.bury(item, f.reason).await,
             None => Ok(()),
         }
     }
@@ -479,7 +468,11 @@ impl Inner {
     async fn bury(&self, item: Item, reason: &str) -> Result<(), QueueError> {
         if let Some(j) = &self.journal {
             if let Err(e) = j
-                .bury(item.order, &item.room, &item.payload, item.attempts, reason)
+                .bury(
+                    Row::new(item.order, &item.room, &item.payload),
+                    item.attempts,
+                    reason,
+                )
                 .await
             {
                 self.lock().put_back(item);

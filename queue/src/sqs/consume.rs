@@ -10,12 +10,10 @@
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
-use crate::{Consumer, Delivery, QueueError, Settle, Token};
+use crate::{Consumer, Delivery, Failed, QueueError, Settle, Token};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use shared::message::MessageKey;
 use shared::sync::lock;
 use std::collections::HashMap;
@@ -143,27 +141,11 @@ async fn extend(settler: Weak<Settler>) {
             .map(|(k, h)| (*k, h.receipt.clone()))
             .collect();
         for chunk in due.chunks(RECEIVE_MAX) {
-            let entries = chunk
+            let named = chunk
                 .iter()
-                .map(|(k, receipt)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(k.to_string())
-                        .receipt_handle(receipt)
-                        .visibility_timeout(secs(visibility))
-                        .build()
-                        .expect("id and receipt are set")
-                })
-                .collect();
-            let extended = call(
-                "extending the visibility of held messages",
-                CALL_TIMEOUT,
-                s.sqs()
-                    .change_message_visibility_batch()
-                    .queue_url(s.ingest())
-                    .set_entries(Some(entries))
-                    .send(),
-            )
-            .await;
+                .map(|(k, receipt)| (k.to_string(), receipt.as_str()));
+            let extended =
+                batch::change_visibility(s.sqs(), s.ingest(), named, secs(visibility)).await;
             match extended {
                 Ok(out) => {
                     let mut held = s.held();
@@ -327,45 +309,26 @@ impl Settle for Settler {
             })
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        _payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        _reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn retry(&self, token: Token, _: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
         let t = token.into_sqs()?;
         let _gate = self.visibility.lock().await;
         self.release(t.held);
         // SQS counts in whole seconds; at least one so it is not redelivered at once.
         let delay = Duration::from_secs(delay.as_secs_f64().ceil().max(1.0) as u64);
-        self.change_visibility(&t.receipt, delay).await?;
-        debug!(
-            attempt,
-            delay_s = delay.as_secs(),
-            "delivery scheduled for a retry"
-        );
-        Ok(())
+        self.change_visibility(&t.receipt, delay).await
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
         let t = token.into_sqs()?;
-        let body = Body::encode(payload);
+        let body = Body::encode(f.payload);
         let mut send = self
             .sqs()
             .send_message()
             .queue_url(&self.shared.topology.dead)
             .message_body(body.text.clone())
             .set_message_attributes(codec::attributes(&body, t.key.as_ref()))
-            .message_attributes(ATTEMPTS, codec::number_attr(attempt))
-            .message_attributes(REASON, codec::reason_attr(reason));
+            .message_attributes(ATTEMPTS, codec::number_attr(f.attempt))
+            .message_attributes(REASON, codec::reason_attr(f.reason));
         if let Some(group) = &t.group {
             send = send.message_attributes(GROUP, codec::string_attr(group));
         }
