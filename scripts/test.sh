@@ -110,6 +110,19 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 say "build"
 cargo build --workspace --bins --locked
 
+say "a gateway without workers or brokers"
+# The gateway's cargo features: without its defaults it must build with neither broker
+# client nor the worker crate, and the worker must not pull axum's WebSocket support.
+cargo check -p courier-gateway --no-default-features --locked \
+  || die "courier-gateway does not build without its default features"
+lean="$(cargo tree -p courier-gateway -e normal --no-default-features --locked --prefix none)"
+if printf '%s\n' "$lean" | grep -E '^(lapin|aws-sdk-[a-z]+|courier-worker) '; then
+  die "courier-gateway --no-default-features still depends on the crates above"
+fi
+if cargo tree -p courier-worker -e features -i axum --locked | grep -q '"ws"'; then
+  die "courier-worker pulls axum's ws feature"
+fi
+
 say "client unit tests"
 node_status=0
 node_out="$(node --test clients/js/test/ 2>&1)" || node_status=$?

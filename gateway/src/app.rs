@@ -56,7 +56,7 @@ impl App {
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();
         let result =
-            tokio::time::timeout(limit, self.publish.publish(&env.room, env.to_json())).await;
+            tokio::time::timeout(limit, self.publish.publish(&env.key(), env.to_json())).await;
         metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
         let reason = match result {
             Ok(Ok(())) => {

@@ -4,6 +4,7 @@ use queue::QueueSettings;
 use std::net::SocketAddr;
 use std::time::Duration;
 use store::StoreSettings;
+#[cfg(feature = "embedded")]
 use worker::WorkerSettings;
 
 #[derive(Clone, Debug, clap::Parser)]
@@ -64,6 +65,7 @@ pub struct GatewayConfig {
     pub limits: Limits,
 
     /// Embedded workers (used only with the embedded queues, QUEUE_URL=sqlite://… or memory).
+    #[cfg(feature = "embedded")]
     #[command(flatten)]
     pub worker: WorkerSettings,
 

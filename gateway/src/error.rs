@@ -20,6 +20,7 @@ pub enum Error {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[cfg(feature = "embedded")]
     #[error(transparent)]
     Worker(#[from] worker::Error),
 }

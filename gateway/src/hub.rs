@@ -406,21 +406,27 @@ mod tests {
         out
     }
 
+    /// A hub holding gaps for `hold`, with one member of room `r` at seq 1 whose buffer
+    /// holds `buffer` messages, and that member's lagging flag.
+    async fn joined(
+        hold: Duration,
+        buffer: usize,
+    ) -> (Hub, mpsc::Receiver<Outbound>, Arc<AtomicBool>) {
+        let hub = Hub::new(Box::new(NoBinding), hold);
+        let (tx, rx) = mpsc::channel(buffer);
+        let lagging = Arc::new(AtomicBool::new(false));
+        let member = Member {
+            tx,
+            lagging: lagging.clone(),
+        };
+        let room = RoomId::parse("r").unwrap();
+        hub.join(&room, 1, member).await.unwrap();
+        (hub, rx, lagging)
+    }
+
     #[tokio::test]
     async fn reorders_and_drops_duplicates() {
-        let hub = Hub::new(Box::new(NoBinding), Duration::from_secs(60));
-        let (tx, mut rx) = mpsc::channel(16);
-        let room = RoomId::parse("r").unwrap();
-        hub.join(
-            &room,
-            1,
-            Member {
-                tx,
-                lagging: Arc::default(),
-            },
-        )
-        .await
-        .unwrap();
+        let (hub, mut rx, _) = joined(Duration::from_secs(60), 16).await;
         for s in [1, 3, 2, 2, 5, 4, 1] {
             hub.dispatch(&msg(s));
         }
@@ -429,19 +435,7 @@ mod tests {
 
     #[tokio::test]
     async fn releases_held_messages_after_the_hold() {
-        let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
-        let (tx, mut rx) = mpsc::channel(16);
-        let room = RoomId::parse("r").unwrap();
-        hub.join(
-            &room,
-            1,
-            Member {
-                tx,
-                lagging: Arc::default(),
-            },
-        )
-        .await
-        .unwrap();
+        let (hub, mut rx, _) = joined(Duration::ZERO, 16).await;
         hub.dispatch(&msg(1));
         hub.dispatch(&msg(3));
         assert_eq!(seqs(&mut rx), [1]);
@@ -453,20 +447,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_marks_the_member_lagging_without_waiting() {
-        let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
-        let (tx, mut rx) = mpsc::channel(1);
-        let lagging = Arc::new(AtomicBool::new(false));
-        let room = RoomId::parse("r").unwrap();
-        hub.join(
-            &room,
-            1,
-            Member {
-                tx,
-                lagging: lagging.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        let (hub, mut rx, lagging) = joined(Duration::ZERO, 1).await;
         hub.dispatch(&msg(1));
         assert!(!lagging.load(Ordering::Relaxed));
         hub.dispatch(&msg(2));
@@ -485,10 +466,7 @@ mod tests {
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
-                let hub = Hub::new(Box::new(NoBinding), Duration::ZERO);
-                let (tx, mut rx) = mpsc::channel(10_000);
-                let room = RoomId::parse("r").unwrap();
-                hub.join(&room, 1, Member { tx, lagging: Arc::default() }).await.unwrap();
+                let (hub, mut rx, _) = joined(Duration::ZERO, 10_000).await;
                 // Every seq at least once, shuffled by the generated keys, some repeated.
                 let mut arrivals: Vec<(u64, u64)> = (1..=n).map(|s| (keys[s as usize % keys.len()], s)).collect();
                 arrivals.extend(keys.iter().map(|k| (*k, k % n + 1)));

@@ -34,9 +34,9 @@ use std::time::Duration;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
-use worker::Worker;
 
 /// Serves on `listener` until `shutdown` fires, then drains: clients are told 1012,
 /// embedded workers finish the in-memory queue, and it returns, at most `DRAIN_SECS`
@@ -51,11 +51,7 @@ pub async fn run(
     let store = Store::connect(&config.store.database_url, config.store.options()).await?;
     let gateway = GatewayId::generate();
 
-    let (workers_stop, workers_sd) = sd::channel();
-    let workers = queue_config.url.is_embedded().then(|| {
-        let w = Worker::new(queue.clone(), store.clone(), config.worker.clone());
-        tokio::spawn(w.run(workers_sd))
-    });
+    let (workers_stop, workers) = embedded_workers(&config, &queue_config, &queue, &store);
 
     let subscription = queue.subscribe(&gateway).await?;
     let hub = Arc::new(Hub::new(subscription.rooms, config.limits.reorder_hold()));
@@ -106,6 +102,29 @@ pub async fn run(
     Ok(())
 }
 
+/// The embedded queues' workers, in this process; none with a broker, whose workers are
+/// processes of their own, nor in a build without `embedded` ([`prepare`] refused the
+/// embedded queues there).
+fn embedded_workers(
+    config: &GatewayConfig,
+    queue_config: &QueueConfig,
+    queue: &Arc<dyn queue::Queue>,
+    store: &Store,
+) -> (sd::Trigger, Option<JoinHandle<Result<(), Error>>>) {
+    let (stop, shutdown) = sd::channel();
+    #[cfg(feature = "embedded")]
+    let workers = queue_config.url.is_embedded().then(|| {
+        let w = worker::Worker::new(queue.clone(), store.clone(), config.worker.clone());
+        tokio::spawn(async move { w.run(shutdown).await.map_err(Error::from) })
+    });
+    #[cfg(not(feature = "embedded"))]
+    let workers = {
+        let _unused = (config, queue_config, queue, store, shutdown);
+        None
+    };
+    (stop, workers)
+}
+
 /// Checks the settings (`QUEUE_URL` parsed once, here), binds `METRICS_BIND`, and warns
 /// when identities are self-chosen.
 async fn prepare(
@@ -116,6 +135,7 @@ async fn prepare(
         .queue
         .parse()
         .map_err(|e| Error::Config(e.to_string()))?;
+    refuse_without_workers(cfg!(feature = "embedded"), &queue, &config.queue.queue_url)?;
     let origins =
         origin::Origins::parse(config.allowed_origins.as_deref()).map_err(Error::Config)?;
     let metrics = match config.metrics_bind {
@@ -135,6 +155,24 @@ async fn prepare(
         );
     }
     Ok((queue, origins, metrics))
+}
+
+/// An embedded queue is processed by the gateway's own workers: a build without them
+/// (`workers_built` false) refuses it at start, as a build without a broker's feature
+/// refuses that broker.
+fn refuse_without_workers(
+    workers_built: bool,
+    queue: &QueueConfig,
+    url: &str,
+) -> Result<(), Error> {
+    if workers_built || !queue.url.is_embedded() {
+        return Ok(());
+    }
+    let refused = queue::QueueError::Unsupported {
+        url: shared::url::redact_url(url),
+        reason: "this build has no embedded workers (cargo feature embedded); run workers with a broker QUEUE_URL or rebuild with the feature".into(),
+    };
+    Err(Error::Config(refused.to_string()))
 }
 
 /// Serves clients (and `/metrics` on its own listener) until shutdown; returns when the
@@ -251,5 +289,35 @@ async fn drain(app: &App, queue: &dyn Admin, volatile: bool, deadline: Instant) 
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> QueueConfig {
+        queue::QueueSettings {
+            queue_url: url.into(),
+            max_attempts: 5,
+            memory_queue_capacity: 1,
+            delivery_buffer: 1,
+            create_queues: true,
+        }
+        .parse()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_build_without_workers_refuses_the_embedded_queues() {
+        for url in ["memory", "sqlite://data/queue.db"] {
+            assert!(refuse_without_workers(true, &parsed(url), url).is_ok());
+        }
+        let err =
+            refuse_without_workers(false, &parsed("sqlite://q.db"), "sqlite://q.db").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: unsupported QUEUE_URL \"sqlite://q.db\": this build has no embedded workers (cargo feature embedded); run workers with a broker QUEUE_URL or rebuild with the feature"
+        );
     }
 }

@@ -63,7 +63,7 @@ pub fn envelope(room: &str, id: &str) -> Envelope {
 
 async fn publish(q: &dyn Queue, room: &str, id: &str) {
     let env = envelope(room, id);
-    q.publish(&env.room, env.to_json())
+    q.publish(&env.key(), env.to_json())
         .await
         .expect("publish is confirmed");
 }
@@ -242,7 +242,12 @@ async fn dead_letters_replay_and_purge(q: Arc<dyn Queue>) {
     for d in collect(&mut *c, 3, Duration::from_secs(10)).await {
         d.dead_letter("operator test").await.unwrap();
     }
-    assert_eq!(wait_dead(&*q, 3).await.len(), 3);
+    let dead = wait_dead(&*q, 3).await;
+    assert!(
+        dead.iter()
+            .all(|d| d.key().is_some_and(|k| k.room.as_str() == "room-dlq")),
+        "a dead letter names its key (kept, or read from its envelope)"
+    );
     let n = q
         .replay_dead_letters(&DeadLetterFilter::Ids(vec!["x2".into()]))
         .await

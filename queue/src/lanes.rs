@@ -7,6 +7,7 @@
 
 use super::DeadLetter;
 use shared::ids::RoomId;
+use shared::message::MessageKey;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use tokio::time::Instant;
@@ -45,6 +46,9 @@ pub(super) struct Item {
     /// the durable queue.
     pub order: u64,
     pub payload: Vec<u8>,
+    /// The idempotency key it was published with; `None` when restored from the durable
+    /// queue's file, which keeps the envelope only.
+    pub key: Option<MessageKey>,
     /// Deliveries so far.
     pub attempts: u32,
 }

@@ -14,6 +14,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 mod config;
+mod delivery;
 mod journal;
 mod lanes;
 pub mod memory;
@@ -24,12 +25,12 @@ pub mod sqs;
 pub mod contract;
 
 pub use config::{QueueConfig, QueueSettings, QueueUrl};
+pub use delivery::{Delivery, Failed, Settle, Settled, Token};
 
 use async_trait::async_trait;
-use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use shared::message::{MessageKey, StoredMessage};
 use shared::sync::lock;
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -94,8 +95,10 @@ pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError>
 #[async_trait]
 pub trait Publish: Send + Sync {
     /// Puts one serialized envelope on the ingest queue; returns once the broker confirmed.
-    /// `room` is the ordering key (FIFO group, routing).
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError>;
+    /// `key` is the envelope's idempotency key, given so no backend parses the payload
+    /// again: its room orders the message (FIFO group, routing), and the whole key
+    /// deduplicates it (SQS) and names its dead letter.
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError>;
 }
 
 /// Worker side: consumers of the ingest queue.
@@ -207,8 +210,19 @@ impl RoomBinding for RoomSet {
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     pub payload: Vec<u8>,
+    /// The idempotency key, where the backend keeps it beside the payload (RabbitMQ
+    /// headers, SQS attributes, the volatile queue); `None` for the durable queue's file
+    /// and for dead letters from before keys were kept: readers then use the envelope.
+    pub key: Option<MessageKey>,
     pub attempts: u32,
     pub reason: String,
+}
+
+impl DeadLetter {
+    /// The key kept with it, or the one of the envelope in its payload.
+    pub fn key(&self) -> Option<MessageKey> {
+        self.key.clone().or_else(|| envelope_key(&self.payload))
+    }
 }
 
 /// Which dead letters an operation applies to.
@@ -220,132 +234,36 @@ pub enum DeadLetterFilter {
 }
 
 impl DeadLetterFilter {
-    /// True when the dead letter's payload (an envelope) is selected. A payload that is not
-    /// an envelope is selected only by `All`.
-    pub fn matches(&self, payload: &[u8]) -> bool {
+    /// True when the dead letter with this key (the one kept with it; without one, its
+    /// payload's envelope) is selected. A payload that is not an envelope and has no key
+    /// is selected only by `All`.
+    pub fn matches(&self, key: Option<&MessageKey>, payload: &[u8]) -> bool {
         match self {
             Self::All => true,
-            Self::Ids(ids) => serde_json::from_slice::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                .is_some_and(|id| ids.contains(&id)),
-        }
-    }
-}
-
-/// How a failed delivery was settled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Settled {
-    /// It will be delivered again after the delay.
-    Retrying,
-    /// It used up its attempts and went to the dead-letter place.
-    DeadLettered,
-}
-
-/// A backend's handle on one delivery (tag, receipt handle…), opaque to callers.
-pub type Token = Box<dyn Any + Send + Sync>;
-
-/// The backend side of settling deliveries.
-#[async_trait]
-pub trait Settle: Send + Sync {
-    async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError>;
-    async fn retry(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError>;
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError>;
-    /// A delivery dropped without being settled: make it deliverable again.
-    fn abandon(&self, token: Token);
-}
-
-/// One message received from the ingest queue. It owns its settlement: ack after the
-/// store commit, or hand it back with `retry`; dropped unsettled, it is redelivered.
-pub struct Delivery {
-    pub payload: Vec<u8>,
-    /// 1 on the first delivery.
-    pub attempt: u32,
-    token: Option<Token>,
-    settle: Arc<dyn Settle>,
-}
-
-impl Delivery {
-    pub fn new(payload: Vec<u8>, attempt: u32, token: Token, settle: Arc<dyn Settle>) -> Self {
-        Self {
-            payload,
-            attempt,
-            token: Some(token),
-            settle,
-        }
-    }
-
-    fn take(mut self) -> (Token, Arc<dyn Settle>, Vec<u8>) {
-        let token = self.token.take().expect("a delivery is settled once");
-        (
-            token,
-            self.settle.clone(),
-            std::mem::take(&mut self.payload),
-        )
-    }
-
-    pub async fn ack(self) -> Result<(), QueueError> {
-        let (token, settle, _) = self.take();
-        settle.ack(vec![token]).await
-    }
-
-    /// Acks many deliveries with as few broker calls as the backend allows.
-    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<(), QueueError> {
-        let mut groups: Vec<(Arc<dyn Settle>, Vec<Token>)> = Vec::new();
-        for d in deliveries {
-            let (token, settle, _) = d.take();
-            match groups.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &settle)) {
-                Some((_, tokens)) => tokens.push(token),
-                None => groups.push((settle, vec![token])),
+            Self::Ids(ids) => {
+                let selected = |k: &MessageKey| ids.iter().any(|id| id == k.id.as_str());
+                match key {
+                    Some(k) => selected(k),
+                    None => envelope_key(payload).as_ref().is_some_and(selected),
+                }
             }
         }
-        for (settle, tokens) in groups {
-            settle.ack(tokens).await?;
-        }
-        Ok(())
-    }
-
-    /// Delivers it again after `delay`, or dead-letters it when its attempts are used up.
-    pub async fn retry(self, delay: Duration, reason: &str) -> Result<Settled, QueueError> {
-        let attempt = self.attempt;
-        let (token, settle, payload) = self.take();
-        settle.retry(token, &payload, attempt, delay, reason).await
-    }
-
-    /// Sends it straight to the dead-letter place (it can never succeed).
-    pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
-        let attempt = self.attempt;
-        let (token, settle, payload) = self.take();
-        settle.dead_letter(token, &payload, attempt, reason).await
     }
 }
 
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            self.settle.abandon(token);
-        }
+/// The key of the envelope in `payload`: the fallback for dead letters whose backend
+/// kept none.
+pub(crate) fn envelope_key(payload: &[u8]) -> Option<MessageKey> {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        room: RoomId,
+        from: UserId,
+        id: ClientMsgId,
     }
-}
-
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
-            .field("bytes", &self.payload.len())
-            .field("attempt", &self.attempt)
-            .finish()
-    }
+    let k: Key = serde_json::from_slice(payload).ok()?;
+    Some(MessageKey {
+        room: k.room,
+        from: k.from,
+        id: k.id,
+    })
 }

@@ -27,23 +27,11 @@ pub fn is_valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(Arc<str>);
-
+/// `as_str`, and `Display` and `Debug` as the bare string, for a newtype around
+/// `Arc<str>`.
+macro_rules! str_newtype {
+    ($name:ident) => {
         impl $name {
-            /// Validates `s` against the name alphabet.
-            pub fn parse(s: &str) -> Result<Self, InvalidName> {
-                if is_valid_name(s) {
-                    Ok(Self(Arc::from(s)))
-                } else {
-                    Err(InvalidName { what: $what })
-                }
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -60,13 +48,41 @@ macro_rules! name_type {
                 fmt::Debug::fmt(&*self.0, f)
             }
         }
+    };
+}
 
+/// Deserializes through `parse`, so what arrives is checked as what a client sends.
+macro_rules! parsed_deserialize {
+    ($name:ident) => {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
                 Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+    };
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// Validates `s` against the name alphabet.
+            pub fn parse(s: &str) -> Result<Self, InvalidName> {
+                if is_valid_name(s) {
+                    Ok(Self(Arc::from(s)))
+                } else {
+                    Err(InvalidName { what: $what })
+                }
+            }
+        }
+
+        str_newtype!($name);
+        parsed_deserialize!($name);
     };
 }
 
@@ -99,30 +115,10 @@ impl ClientMsgId {
         }
         Ok(Self(Arc::from(s)))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for ClientMsgId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for ClientMsgId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClientMsgId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+str_newtype!(ClientMsgId);
+parsed_deserialize!(ClientMsgId);
 
 /// Identifies one running gateway process (`gw-` and 8 hex digits); appears in `hello`
 /// and in every envelope the gateway publishes.
@@ -140,23 +136,9 @@ impl GatewayId {
     pub fn from_string(s: String) -> Self {
         Self(Arc::from(s))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for GatewayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
+str_newtype!(GatewayId);
 
 #[cfg(test)]
 mod tests {

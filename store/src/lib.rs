@@ -173,7 +173,13 @@ impl Store {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, Error> {
-        self.page(true, room, clamp_i64(after), limit).await
+        let page = Page {
+            newer: true,
+            room,
+            seq: clamp_i64(after),
+            limit,
+        };
+        self.page(page).await
     }
 
     /// Up to `limit` messages with `seq < before` (newest when `None`), oldest first.
@@ -183,29 +189,55 @@ impl Store {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, Error> {
-        let seq = before.map_or(i64::MAX, clamp_i64);
-        let mut msgs = self.page(false, room, seq, limit).await?;
+        let page = Page {
+            newer: false,
+            room,
+            seq: before.map_or(i64::MAX, clamp_i64),
+            limit,
+        };
+        let mut msgs = self.page(page).await?;
         msgs.reverse();
         Ok(msgs)
     }
 
-    async fn page(
-        &self,
-        newer: bool,
-        room: &RoomId,
-        seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, Error> {
+    async fn page(&self, page: Page<'_>) -> Result<Vec<StoredMessage>, Error> {
         match &self.backend {
-            Backend::Sqlite(s) => s.page(newer, room, seq, limit).await,
-            Backend::Postgres(p) => p.page(newer, room, seq, limit).await,
+            Backend::Sqlite(s) => s.page(page).await,
+            Backend::Postgres(p) => p.page(page).await,
         }
     }
+}
+
+/// One page of a room's history: up to `limit` rows after `seq` (`newer`) or before it.
+#[derive(Clone, Copy)]
+struct Page<'a> {
+    newer: bool,
+    room: &'a RoomId,
+    seq: i64,
+    limit: u32,
 }
 
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
+
+/// A [`RawMessage`] from a row in the column order of `AFTER`, `BEFORE` and `FIND`,
+/// through the driver's own getter (`$row.$get(i)?`), for both drivers.
+macro_rules! raw_message {
+    ($row:expr, $get:ident) => {
+        RawMessage {
+            room: $row.$get(0)?,
+            seq: $row.$get(1)?,
+            from: $row.$get(2)?,
+            id: $row.$get(3)?,
+            body: $row.$get(4)?,
+            sent_at: $row.$get(5)?,
+            enriched: $row.$get(6)?,
+            trace: $row.$get(7)?,
+        }
+    };
+}
+use raw_message;
 
 /// A `messages` row as the database gives it, before its fields are checked.
 struct RawMessage {

@@ -14,7 +14,7 @@
 //! over the network.
 
 use super::plan::{self, Counters, Plan};
-use super::{AFTER, BEFORE, HEAD, NewMessage, RawMessage, StoreOptions, Stored};
+use super::{AFTER, BEFORE, HEAD, NewMessage, Page, RawMessage, StoreOptions, Stored, raw_message};
 use crate::error::Error;
 use shared::{RoomId, StoredMessage, Timestamp};
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -92,17 +92,11 @@ impl PgStore {
     }
 
     /// The rows of `AFTER` or `BEFORE` for (room, seq, limit).
-    pub(super) async fn page(
-        &self,
-        newer: bool,
-        room: &RoomId,
-        seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, Error> {
-        let rows = sqlx::query(if newer { AFTER } else { BEFORE })
-            .bind(room.as_str())
-            .bind(seq)
-            .bind(i64::from(limit))
+    pub(super) async fn page(&self, page: Page<'_>) -> Result<Vec<StoredMessage>, Error> {
+        let rows = sqlx::query(if page.newer { AFTER } else { BEFORE })
+            .bind(page.room.as_str())
+            .bind(page.seq)
+            .bind(i64::from(page.limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode).collect()
@@ -110,17 +104,7 @@ impl PgStore {
 }
 
 fn decode(row: &PgRow) -> Result<StoredMessage, Error> {
-    RawMessage {
-        room: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        from: row.try_get(2)?,
-        id: row.try_get(3)?,
-        body: row.try_get(4)?,
-        sent_at: row.try_get(5)?,
-        enriched: row.try_get(6)?,
-        trace: row.try_get(7)?,
-    }
-    .decode()
+    raw_message!(row, try_get).decode()
 }
 
 /// One batch in one transaction on `conn`.

@@ -6,7 +6,7 @@
 //! WAL lets the readers (history, replay, resync) run beside the one writer.
 
 use super::plan::{self, Counters, Plan};
-use super::{AFTER, BEFORE, HEAD, NewMessage, RawMessage, StoreOptions, Stored};
+use super::{AFTER, BEFORE, HEAD, NewMessage, Page, RawMessage, StoreOptions, Stored, raw_message};
 use crate::error::Error;
 use shared::sqlite::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
 use shared::sqlite::{Checkpoints, Db, OpenOptions};
@@ -116,13 +116,13 @@ impl SqliteStore {
     }
 
     /// The rows of `AFTER` or `BEFORE` for (room, seq, limit).
-    pub(super) async fn page(
-        &self,
-        newer: bool,
-        room: &RoomId,
-        seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredMessage>, Error> {
+    pub(super) async fn page(&self, page: Page<'_>) -> Result<Vec<StoredMessage>, Error> {
+        let Page {
+            newer,
+            room,
+            seq,
+            limit,
+        } = page;
         let room = room.as_str().to_owned();
         let raw = self
             .reader()
@@ -247,16 +247,7 @@ fn find_stored(tx: &Connection, batch: &[NewMessage]) -> Result<Vec<StoredMessag
 
 /// A `messages` row in the column order of `AFTER`, `BEFORE` and `FIND`.
 fn raw(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawMessage> {
-    Ok(RawMessage {
-        room: row.get(0)?,
-        seq: row.get(1)?,
-        from: row.get(2)?,
-        id: row.get(3)?,
-        body: row.get(4)?,
-        sent_at: row.get(5)?,
-        enriched: row.get(6)?,
-        trace: row.get(7)?,
-    })
+    Ok(raw_message!(row, get))
 }
 
 #[cfg(test)]

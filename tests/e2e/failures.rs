@@ -338,7 +338,7 @@ async fn publish_bodies(queue: &dyn Queue, room: &str, messages: &[(&str, &str)]
     for (id, body) in messages {
         let mut env = queue::contract::envelope(room, id);
         env.body = (*body).into();
-        queue.publish(&env.room, env.to_json()).await.unwrap();
+        queue.publish(&env.key(), env.to_json()).await.unwrap();
     }
 }
 

@@ -150,7 +150,7 @@ async fn rabbitmq_partitions_dead_letter_past_their_delivery_limit_instead_of_dr
 
         // A message whose consumers keep dying: returned to the queue again and again.
         let env = contract::envelope("room-limit", "returned");
-        q.publish(&env.room, env.to_json()).await.unwrap();
+        q.publish(&env.key(), env.to_json()).await.unwrap();
         let mut c = q.consumer().await.unwrap();
         let mut returns = 0;
         loop {
@@ -203,7 +203,7 @@ async fn rabbitmq_reconnects_after_the_broker_closes_connections() {
 
 async fn publish(q: &AmqpQueue, id: &str) -> Result<(), QueueError> {
     let env = contract::envelope("rc-room", id);
-    q.publish(&env.room, env.to_json()).await
+    q.publish(&env.key(), env.to_json()).await
 }
 
 fn stored(seq: u64) -> Arc<StoredMessage> {

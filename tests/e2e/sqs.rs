@@ -156,7 +156,7 @@ fn id_of(d: &Delivery) -> String {
 
 async fn publish(q: &dyn Queue, room: &str, id: &str) -> Result<(), QueueError> {
     let env = contract::envelope(room, id);
-    q.publish(&env.room, env.to_json()).await
+    q.publish(&env.key(), env.to_json()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

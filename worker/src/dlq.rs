@@ -72,7 +72,7 @@ mod tests {
         });
         for id in ["a", "b"] {
             let env = queue::contract::envelope("room-t", id);
-            q.publish(&env.room, env.to_json()).await.unwrap();
+            q.publish(&env.key(), env.to_json()).await.unwrap();
         }
         let mut c = q.consumer().await.unwrap();
         for d in c.receive(10).await.unwrap() {

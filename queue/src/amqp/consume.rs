@@ -5,13 +5,14 @@
 
 use super::balance::{Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
-use super::header_u32;
-use crate::{Consumer, Delivery, QueueError, QueueOptions, Settle, Settled, Token};
+use super::{header_u32, key_headers, key_of};
+use crate::{Consumer, Delivery, Failed, QueueError, QueueOptions, Settle, Token};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use shared::message::MessageKey;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,10 +29,14 @@ pub(super) const DELIVERY_COUNT: &str = "x-delivery-count";
 /// twice over.
 const PREFETCH: u16 = 200;
 
-fn courier_headers(attempt: u32, reason: &str) -> FieldTable {
+/// The headers of a retry or dead letter: ours, and the key the original carried.
+fn courier_headers(attempt: u32, reason: &str, key: Option<&MessageKey>) -> FieldTable {
     let mut h = FieldTable::default();
     h.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(attempt.into()));
     h.insert(REASON.into(), AMQPValue::LongString(reason.into()));
+    if let Some(key) = key {
+        key_headers(&mut h, key);
+    }
     h
 }
 
@@ -119,12 +124,13 @@ fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) ->
     let attempt = attempt_of(&d);
     o.outstanding.fetch_add(1, Ordering::AcqRel);
     let ticket = Ticket {
+        key: key_of(d.properties.headers().as_ref()),
         acker: d.acker,
         _channel: o.sub.channel.clone(),
         queue: o.queue.clone(),
         _held: Held(o.outstanding.clone()),
     };
-    Delivery::new(d.data, attempt, Box::new(ticket), settle.clone())
+    Delivery::new(d.data, attempt, Token::Amqp(ticket), settle.clone())
 }
 
 #[async_trait]
@@ -164,9 +170,11 @@ impl Drop for Held {
     }
 }
 
-/// A delivery's handle. It keeps its channel open so a dropped consumer does not take
-/// the unsettled deliveries with it.
-struct Ticket {
+/// A delivery's handle ([`Token::Amqp`]). It keeps its channel open so a dropped
+/// consumer does not take the unsettled deliveries with it.
+pub struct Ticket {
+    /// The key its headers carry, passed on to its retries and dead letter.
+    key: Option<MessageKey>,
     acker: Acker,
     _channel: Channel,
     /// The partition it came from, where its retries return.
@@ -179,12 +187,6 @@ struct Settler {
     max_attempts: u32,
     /// For `abandon`, which runs in `Drop` and may be outside any runtime context.
     runtime: tokio::runtime::Handle,
-}
-
-fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
-    token.downcast::<Ticket>().map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
 }
 
 async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
@@ -201,22 +203,23 @@ async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
 }
 
 impl Settler {
-    /// Publishes a copy to `queue` (confirmed), then acks the original; on a failed
-    /// publish the original goes back to the queue instead.
+    /// Publishes a copy to `queue` (confirmed), with the attempts, the reason and its key
+    /// as headers, then acks the original; on a failed publish the original goes back
+    /// to the queue instead.
     async fn move_to(
         &self,
-        t: Box<Ticket>,
+        t: Ticket,
         queue: Result<String, QueueError>,
-        payload: &[u8],
-        headers: FieldTable,
+        f: Failed<'_>,
     ) -> Result<(), QueueError> {
+        let headers = courier_headers(f.attempt, f.reason, t.key.as_ref());
         let published = match (queue, self.link.session()) {
             (Ok(queue), Ok(session)) => {
                 session
                     .publish_confirmed(vec![Outgoing {
                         exchange: "",
                         routing_key: &queue,
-                        payload,
+                        payload: f.payload,
                         properties: json_properties(true).with_headers(headers),
                         mandatory: true,
                     }])
@@ -234,7 +237,7 @@ impl Settler {
     }
 
     /// Hands the delivery back to its queue at once.
-    fn requeue(&self, t: Box<Ticket>) {
+    fn requeue(&self, t: Ticket) {
         // A closed channel already gave it back; nothing else to do on failure.
         self.runtime.spawn(async move {
             let requeue = BasicNackOptions {
@@ -256,12 +259,16 @@ impl Settler {
 
 #[async_trait]
 impl Settle for Settler {
+    fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let total = tokens.len();
         let mut failed = 0usize;
         let mut last = None;
         for token in tokens {
-            let acked = match ticket(token) {
+            let acked = match token.into_amqp() {
                 Ok(t) => ack_one(&t).await,
                 Err(e) => Err(e),
             };
@@ -279,45 +286,20 @@ impl Settle for Settler {
         }
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError> {
-        if attempt >= self.max_attempts {
-            self.dead_letter(token, payload, attempt, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
-        let t = ticket(token)?;
+    async fn retry(&self, token: Token, f: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
+        let t = token.into_amqp()?;
         let queue = self.retry_queue(&t.queue, delay).await;
-        self.move_to(t, queue, payload, courier_headers(attempt, reason))
-            .await?;
-        debug!(
-            attempt,
-            delay_ms = delay.as_millis() as u64,
-            "delivery scheduled for a retry"
-        );
-        Ok(Settled::Retrying)
+        self.move_to(t, queue, f).await
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let t = ticket(token)?;
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
+        let t = token.into_amqp()?;
         let queue = Ok(self.link.names.dead.clone());
-        self.move_to(t, queue, payload, courier_headers(attempt, reason))
-            .await
+        self.move_to(t, queue, f).await
     }
 
     fn abandon(&self, token: Token) {
-        if let Ok(t) = ticket(token) {
+        if let Ok(t) = token.into_amqp() {
             self.requeue(t);
         }
     }

@@ -3,10 +3,11 @@
 
 use super::connection::{Link, Outgoing, json_properties, rpc};
 use super::consume::{ATTEMPTS, DELIVERY_COUNT, REASON};
-use super::{header_string, header_u32};
-use crate::{DeadLetter, DeadLetterFilter, QueueError};
+use super::{header_string, header_u32, key_headers, key_of};
+use crate::{DeadLetter, DeadLetterFilter, QueueError, envelope_key};
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::types::FieldTable;
 
 /// Most dead letters one replay looks at; run it again for more.
 const MAX_SCAN: usize = 100_000;
@@ -28,19 +29,24 @@ pub(super) async fn replay(link: &Link, filter: &DeadLetterFilter) -> Result<usi
         )
         .await?;
         let Some(m) = got else { break };
-        if !filter.matches(&m.delivery.data) {
+        let kept = key_of(m.delivery.properties.headers().as_ref());
+        if !filter.matches(kept.as_ref(), &m.delivery.data) {
             continue;
         }
-        // Back to the room's partition, so it is processed in line with the room.
-        let room = shared::Envelope::from_json(&m.delivery.data)
-            .map(|e| e.room.as_str().to_owned())
-            .unwrap_or_default();
+        // Back to the room's partition, so it is processed in line with the room, with
+        // its key (dead letters from before carry none: their envelope has it).
+        let key = kept.or_else(|| envelope_key(&m.delivery.data));
+        let room = key.as_ref().map(|k| k.room.as_str()).unwrap_or_default();
+        let mut headers = FieldTable::default();
+        if let Some(key) = &key {
+            key_headers(&mut headers, key);
+        }
         session
             .publish_confirmed(vec![Outgoing {
                 exchange: "",
-                routing_key: link.names.ingest_of(&room),
+                routing_key: link.names.ingest_of(room),
                 payload: &m.delivery.data,
-                properties: json_properties(true),
+                properties: json_properties(true).with_headers(headers),
                 mandatory: true,
             }])
             .await?;
@@ -103,6 +109,7 @@ async fn fetch_unacked(
             reason: header_string(headers, REASON)
                 .or(by_broker)
                 .unwrap_or_default(),
+            key: key_of(headers),
             payload: m.delivery.data,
         });
     }

@@ -25,9 +25,10 @@ use super::{
 };
 use async_trait::async_trait;
 use connection::Link;
+pub use consume::Ticket;
 use lapin::types::{AMQPValue, FieldTable};
-use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
+use shared::message::{MessageKey, StoredMessage};
 use std::sync::Arc;
 use topology::Names;
 
@@ -73,8 +74,8 @@ impl AmqpQueue {
 
 #[async_trait]
 impl Publish for AmqpQueue {
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        publish::publish(&self.link, room, &payload).await
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError> {
+        publish::publish(&self.link, key, &payload).await
     }
 }
 
@@ -221,6 +222,32 @@ fn header_u32(headers: Option<&FieldTable>, key: &str) -> Option<u32> {
     u32::try_from(n.max(0)).ok()
 }
 
+/// The idempotency key, set on every ingest message and carried on to its retries and
+/// its dead letter, so dead letters are selected without parsing their payload.
+const KEY_ROOM: &str = "x-courier-room";
+const KEY_FROM: &str = "x-courier-from";
+const KEY_ID: &str = "x-courier-id";
+
+fn key_headers(headers: &mut FieldTable, key: &MessageKey) {
+    let fields = [
+        (KEY_ROOM, key.room.as_str()),
+        (KEY_FROM, key.from.as_str()),
+        (KEY_ID, key.id.as_str()),
+    ];
+    for (name, value) in fields {
+        headers.insert(name.into(), AMQPValue::LongString(value.into()));
+    }
+}
+
+/// The key a message carries; `None` for messages published before keys were sent.
+fn key_of(headers: Option<&FieldTable>) -> Option<MessageKey> {
+    Some(MessageKey {
+        room: RoomId::parse(&header_string(headers, KEY_ROOM)?).ok()?,
+        from: UserId::parse(&header_string(headers, KEY_FROM)?).ok()?,
+        id: ClientMsgId::parse(&header_string(headers, KEY_ID)?).ok()?,
+    })
+}
+
 fn header_string(headers: Option<&FieldTable>, key: &str) -> Option<String> {
     match headers?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
@@ -280,5 +307,18 @@ mod tests {
         assert_eq!(header_u32(Some(&t), "d"), Some(0));
         assert_eq!(header_u32(Some(&t), "missing"), None);
         assert_eq!(header_u32(None, "a"), None);
+    }
+
+    #[test]
+    fn keys_travel_in_headers() {
+        let key = MessageKey {
+            room: RoomId::parse("lobby").unwrap(),
+            from: UserId::parse("ann").unwrap(),
+            id: ClientMsgId::parse("m 1").unwrap(),
+        };
+        let mut t = FieldTable::default();
+        assert_eq!(key_of(Some(&t)), None);
+        key_headers(&mut t, &key);
+        assert_eq!(key_of(Some(&t)), Some(key));
     }
 }

@@ -230,14 +230,9 @@ impl Link {
             )
             .await?;
         }
-        rpc(
-            "deleting the delivery exchange",
-            ch.exchange_delete(
-                self.names.delivery.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            ),
-        )
-        .await?;
+        let exchange = self.names.delivery.as_str();
+        let deleting = ch.exchange_delete(exchange.into(), ExchangeDeleteOptions::default());
+        rpc("deleting the delivery exchange", deleting).await?;
         let _ = ch.close(200, "destroyed".into()).await;
         info!(prefix = %self.names.prefix, queues = queues.len(), "deleted the topology");
         Ok(())

@@ -6,9 +6,8 @@
 //! the group itself and answers each sender once. (sqlx's SQLite driver crossed to its
 //! worker thread and back for every statement, about eight thread switches a group.)
 
-use super::{BURY, DELETE, GROUP_MAX, HEADROOM, INSERT, PROBE, RETRY, UNBURY, lock};
+use super::{BURY, DELETE, GROUP_MAX, HEADROOM, INSERT, PROBE, RETRY, Row, UNBURY, lock};
 use crate::QueueError;
-use shared::ids::RoomId;
 use shared::sqlite::OpenOptions;
 use shared::sqlite::rusqlite::{self, Connection, Params, TransactionBehavior, params};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,9 +18,7 @@ use tracing::error;
 /// What the committer does, in the order asked.
 pub(super) enum Op {
     Append {
-        id: u64,
-        room: RoomId,
-        payload: Vec<u8>,
+        row: Row,
         done: oneshot::Sender<Result<(), QueueError>>,
     },
     /// Acked: no one waits, a row left behind by a crash is only delivered again. These
@@ -34,18 +31,16 @@ pub(super) enum Op {
         done: oneshot::Sender<Result<(), QueueError>>,
     },
     Bury {
-        id: u64,
-        room: RoomId,
-        payload: Vec<u8>,
+        row: Row,
         attempts: u32,
         reason: String,
         done: oneshot::Sender<Result<(), QueueError>>,
     },
-    /// A write that carries nothing, to learn whether commits work again.
+    /// A write of no message (and 64 KiB of headroom), to learn whether commits work again.
     Probe(oneshot::Sender<Result<(), QueueError>>),
     /// Moves dead letters back as fresh messages with the given ids.
     Unbury {
-        rows: Vec<(i64, u64, RoomId, Vec<u8>)>,
+        rows: Vec<(i64, Row)>,
         done: oneshot::Sender<Result<(), QueueError>>,
     },
 }
@@ -211,14 +206,7 @@ fn write_group(conn: &mut Connection, group: &[Op]) -> Result<(), Failed> {
 /// one-row statement costs about what a row of a multi-row one does.
 fn write_op(conn: &Connection, op: &Op, now: i64) -> Result<(), Failed> {
     match op {
-        Op::Append {
-            id, room, payload, ..
-        } => run(
-            conn,
-            INSERT,
-            params![*id as i64, room.as_str(), payload],
-            "writing queued messages",
-        ),
+        Op::Append { row, .. } => insert(conn, row, "writing queued messages"),
         Op::Remove(id) => run(conn, DELETE, [*id as i64], "forgetting settled messages"),
         Op::Retry {
             id,
@@ -232,30 +220,38 @@ fn write_op(conn: &Connection, op: &Op, now: i64) -> Result<(), Failed> {
             "updating the queue",
         ),
         Op::Bury {
-            id,
-            room,
-            payload,
+            row,
             attempts,
             reason,
             ..
         } => {
-            let dead = params![room.as_str(), payload, i64::from(*attempts), reason, now];
+            let dead = params![
+                row.room.as_str(),
+                row.payload,
+                i64::from(*attempts),
+                reason,
+                now
+            ];
             run(conn, BURY, dead, "writing a dead letter")?;
-            run(conn, DELETE, [*id as i64], "updating the queue")
+            run(conn, DELETE, [row.id as i64], "updating the queue")
         }
         Op::Probe(_) => {
             run(conn, PROBE, [now], "updating the queue")?;
             run(conn, HEADROOM, [], "updating the queue")
         }
         Op::Unbury { rows, .. } => {
-            for (dead, id, room, payload) in rows {
-                let row = params![*id as i64, room.as_str(), payload];
-                run(conn, INSERT, row, "writing a queued message")?;
+            for (dead, row) in rows {
+                insert(conn, row, "writing a queued message")?;
                 run(conn, UNBURY, [dead], "replaying a dead letter")?;
             }
             Ok(())
         }
     }
+}
+
+fn insert(conn: &Connection, row: &Row, what: &'static str) -> Result<(), Failed> {
+    let values = params![row.id as i64, row.room.as_str(), row.payload];
+    run(conn, INSERT, values, what)
 }
 
 fn run(

@@ -67,6 +67,24 @@ const PROBE: &str = "INSERT OR REPLACE INTO queue_health (id, at) VALUES (1, ?1)
 const HEADROOM: &str =
     "INSERT OR REPLACE INTO queue_headroom (id, pad) VALUES (1, zeroblob(65536))";
 
+/// A message's row: its id (the queue's order), its room and its bytes.
+#[derive(Clone)]
+pub(super) struct Row {
+    pub id: u64,
+    pub room: RoomId,
+    pub payload: Vec<u8>,
+}
+
+impl Row {
+    pub(super) fn new(id: u64, room: &RoomId, payload: &[u8]) -> Self {
+        Self {
+            id,
+            room: room.clone(),
+            payload: payload.to_vec(),
+        }
+    }
+}
+
 /// A message as the file keeps it.
 pub(super) struct Queued {
     pub id: u64,
@@ -172,19 +190,8 @@ impl Journal {
     }
 
     /// Commits a new message under `id`; Ok once it is on disk.
-    pub(super) async fn append(
-        &self,
-        id: u64,
-        room: &RoomId,
-        payload: &[u8],
-    ) -> Result<(), QueueError> {
-        self.ask(|done| Op::Append {
-            id,
-            room: room.clone(),
-            payload: payload.to_vec(),
-            done,
-        })
-        .await
+    pub(super) async fn append(&self, row: Row) -> Result<(), QueueError> {
+        self.ask(|done| Op::Append { row, done }).await
     }
 
     /// Forgets settled messages in a later transaction, without waking the committer:
@@ -212,18 +219,15 @@ impl Journal {
         .await
     }
 
+    /// Moves the message `row` names to the dead letters.
     pub(super) async fn bury(
         &self,
-        id: u64,
-        room: &RoomId,
-        payload: &[u8],
+        row: Row,
         attempts: u32,
         reason: &str,
     ) -> Result<(), QueueError> {
         self.ask(|done| Op::Bury {
-            id,
-            room: room.clone(),
-            payload: payload.to_vec(),
+            row,
             attempts,
             reason: reason.to_owned(),
             done,
@@ -236,8 +240,10 @@ impl Journal {
         self.on_db("reading the dead letters", move |conn| {
             let mut statement = conn.prepare_cached(LIST_DEAD)?;
             let letters = statement.query_map([max], |r| {
+                // The file keeps the envelope only: readers take the key from it.
                 Ok(DeadLetter {
                     payload: r.get(0)?,
+                    key: None,
                     attempts: r.get::<_, i64>(1)?.max(0) as u32,
                     reason: r.get(2)?,
                 })
@@ -270,7 +276,7 @@ impl Journal {
         Ok(rows
             .into_iter()
             .filter_map(|(id, room, payload)| {
-                if filter.is_some_and(|f| !f.matches(&payload)) {
+                if filter.is_some_and(|f| !f.matches(None, &payload)) {
                     return None;
                 }
                 Some((id, RoomId::parse(&room).ok()?, payload))
@@ -279,10 +285,7 @@ impl Journal {
     }
 
     /// Moves dead letters back onto the queue under fresh ids (owner only).
-    pub(super) async fn unbury(
-        &self,
-        rows: Vec<(i64, u64, RoomId, Vec<u8>)>,
-    ) -> Result<(), QueueError> {
+    pub(super) async fn unbury(&self, rows: Vec<(i64, Row)>) -> Result<(), QueueError> {
         self.ask(|done| Op::Unbury { rows, done }).await
     }
 

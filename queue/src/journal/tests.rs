@@ -30,11 +30,14 @@ async fn a_refused_commit_fails_its_senders_and_readiness_until_a_probe_goes_thr
     let path = dir.path().join("queue.db");
     let journal = Journal::open(&path, false).await.unwrap();
     assert!(journal.is_owner());
-    journal.append(1, &room(), b"kept").await.unwrap();
+    journal.append(Row::new(1, &room(), b"kept")).await.unwrap();
     journal.ping().await.unwrap();
 
     let breaker = break_writes(&path);
-    let err = journal.append(2, &room(), b"refused").await.unwrap_err();
+    let err = journal
+        .append(Row::new(2, &room(), b"refused"))
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");
     assert!(text.contains("writing queued messages in"), "{text}");
@@ -55,7 +58,10 @@ async fn a_refused_commit_fails_its_senders_and_readiness_until_a_probe_goes_thr
         lock(&journal.failure).is_none(),
         "cleared by the probe's commit"
     );
-    journal.append(2, &room(), b"accepted").await.unwrap();
+    journal
+        .append(Row::new(2, &room(), b"accepted"))
+        .await
+        .unwrap();
     let ids: Vec<u64> = journal.load().await.unwrap().iter().map(|q| q.id).collect();
     assert_eq!(ids, [1, 2], "the refused group left nothing behind");
 }
@@ -65,7 +71,7 @@ async fn a_refused_op_fails_its_whole_group() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
     let journal = Journal::open(&path, true).await.unwrap();
-    journal.append(1, &room(), b"one").await.unwrap();
+    journal.append(Row::new(1, &room(), b"one")).await.unwrap();
     // Holding the write lock stalls the committer at the BEGIN of the probe's group, so
     // what is sent meanwhile (the remove and both appends) makes up the next group.
     let mut blocker = OpenOptions::new(&path).open().unwrap();
@@ -83,8 +89,8 @@ async fn a_refused_op_fails_its_whole_group() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         journal.remove([1]);
         tokio::join!(
-            journal.append(2, &r, b"fine"),
-            journal.append(3, &r, b"refused"),
+            journal.append(Row::new(2, &r, b"fine")),
+            journal.append(Row::new(3, &r, b"refused")),
         )
     };
     let release = async {
@@ -96,7 +102,7 @@ async fn a_refused_op_fails_its_whole_group() {
     assert!(refused.is_err() && fine.is_err(), "{fine:?} {refused:?}");
     let ids: Vec<u64> = journal.load().await.unwrap().iter().map(|q| q.id).collect();
     assert_eq!(ids, [1], "nothing of the refused group was committed");
-    journal.append(4, &room(), b"four").await.unwrap();
+    journal.append(Row::new(4, &room(), b"four")).await.unwrap();
 }
 
 #[tokio::test]
@@ -117,11 +123,14 @@ async fn a_second_process_reads_but_does_not_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.db");
     let owner = Journal::open(&path, false).await.unwrap();
-    owner.append(1, &room(), b"m").await.unwrap();
-    owner.bury(1, &room(), b"m", 3, "poison").await.unwrap();
+    owner.append(Row::new(1, &room(), b"m")).await.unwrap();
+    owner
+        .bury(Row::new(1, &room(), b"m"), 3, "poison")
+        .await
+        .unwrap();
     let other = Journal::open(&path, false).await.unwrap();
     assert!(!other.is_owner());
-    let err = other.append(2, &room(), b"x").await.unwrap_err();
+    let err = other.append(Row::new(2, &room(), b"x")).await.unwrap_err();
     assert!(
         err.to_string().contains("owned by another process"),
         "{err}"
@@ -135,7 +144,7 @@ async fn a_second_process_reads_but_does_not_commit() {
     let asked = owner.dead_to_replay(None).await.unwrap();
     assert_eq!(asked.len(), 1, "the owner sees the request");
     owner
-        .unbury(vec![(asked[0].0, 7, room(), asked[0].2.clone())])
+        .unbury(vec![(asked[0].0, Row::new(7, &room(), &asked[0].2))])
         .await
         .unwrap();
     assert!(other.dead_letters(10).await.unwrap().is_empty());
@@ -150,8 +159,14 @@ async fn settled_rows_go_with_no_group_to_ride_along_with() {
     let journal = Journal::open(&dir.path().join("queue.db"), false)
         .await
         .unwrap();
-    journal.append(1, &room(), b"acked").await.unwrap();
-    journal.append(2, &room(), b"pending").await.unwrap();
+    journal
+        .append(Row::new(1, &room(), b"acked"))
+        .await
+        .unwrap();
+    journal
+        .append(Row::new(2, &room(), b"pending"))
+        .await
+        .unwrap();
     journal.remove([1]);
     // Nothing else is published: the committer deletes on its own within SETTLED_FLUSH.
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -3,15 +3,15 @@
 //! kept in a [`Journal`] from its publish until it is settled). It is also the reference
 //! implementation the contract tests hold every other backend to.
 
-use super::journal::Journal;
+use super::journal::{Journal, Row};
 use super::lanes::{DeadItem, Item, State};
 use super::{
-    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, FeedEvent,
-    Publish, QueueError, QueueOptions, RoomSet, Settle, Settled, Subscription, Token,
+    Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, Failed,
+    FeedEvent, Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+use shared::message::{MessageKey, StoredMessage};
 use shared::sync::lock;
 use std::collections::HashSet;
 use std::path::Path;
@@ -88,6 +88,7 @@ impl MemoryQueue {
                     room: row.room,
                     order: row.id,
                     payload: row.payload,
+                    key: None,
                     attempts: row.attempts,
                 };
                 st.restore(item, due);
@@ -143,6 +144,7 @@ impl Inner {
             room: item.room,
             letter: DeadLetter {
                 payload: item.payload,
+                key: item.key,
                 attempts: item.attempts,
                 reason: reason.to_owned(),
             },
@@ -159,29 +161,38 @@ impl Inner {
         if dead.is_empty() {
             return Ok(0);
         }
-        let rows: Vec<_> = {
+        let rows: Vec<(i64, Row)> = {
             let mut st = self.lock();
             dead.into_iter()
-                .map(|(dead_id, room, payload)| (dead_id, st.next_order(), room, payload))
+                .map(|(dead_id, room, payload)| {
+                    let id = st.next_order();
+                    (dead_id, Row { id, room, payload })
+                })
                 .collect()
         };
         journal.unbury(rows.clone()).await?;
         let n = rows.len();
         {
             let mut st = self.lock();
-            for (_, order, room, payload) in rows {
-                st.depth += 1;
-                st.insert(Item {
-                    room,
-                    order,
-                    payload,
-                    attempts: 0,
-                });
+            for (_, row) in rows {
+                fresh(&mut st, row.id, row.room, row.payload, None);
             }
         }
         self.wake.notify_waiters();
         Ok(n)
     }
+}
+
+/// Queues a replayed dead letter as a fresh message: counted, every attempt ahead of it.
+fn fresh(st: &mut State, order: u64, room: RoomId, payload: Vec<u8>, key: Option<MessageKey>) {
+    st.depth += 1;
+    st.insert(Item {
+        room,
+        order,
+        payload,
+        key,
+        attempts: 0,
+    });
 }
 
 /// Replays dead letters that `worker dlq replay` asked for from another process.
@@ -202,13 +213,14 @@ async fn serve_replay_requests(inner: Weak<Inner>) {
 
 #[async_trait]
 impl Publish for MemoryQueue {
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError> {
         let inner = &self.inner;
+        let room = &key.room;
         let reserved = inner.lock().reserve(inner.opts.memory_capacity);
         let order = reserved.map_err(|depth| inner.full(depth))?;
         if let Some(journal) = &inner.journal {
             // Acked only once the row is committed.
-            if let Err(e) = journal.append(order, room, &payload).await {
+            if let Err(e) = journal.append(Row::new(order, room, &payload)).await {
                 inner.lock().depth -= 1;
                 return Err(e);
             }
@@ -217,6 +229,7 @@ impl Publish for MemoryQueue {
             room: room.clone(),
             order,
             payload,
+            key: Some(key.clone()),
             attempts: 0,
         });
         inner.wake.notify_waiters();
@@ -306,19 +319,14 @@ impl Admin for MemoryQueue {
             let mut st = self.inner.lock();
             let (chosen, kept): (Vec<DeadItem>, Vec<DeadItem>) = std::mem::take(&mut st.dead)
                 .into_iter()
-                .partition(|d| filter.matches(&d.letter.payload));
+                .partition(|d| filter.matches(d.letter.key.as_ref(), &d.letter.payload));
             st.dead = kept.into();
-            for d in &chosen {
-                st.depth += 1;
+            let replayed = chosen.len();
+            for d in chosen {
                 let order = st.next_order();
-                st.insert(Item {
-                    room: d.room.clone(),
-                    order,
-                    payload: d.letter.payload.clone(),
-                    attempts: 0,
-                });
+                fresh(&mut st, order, d.room, d.letter.payload, d.letter.key);
             }
-            chosen.len()
+            replayed
         };
         self.inner.wake.notify_waiters();
         Ok(replayed)
@@ -382,7 +390,7 @@ impl MemoryConsumer {
             out.push(Delivery::new(
                 item.payload.clone(),
                 item.attempts,
-                Box::new(tag),
+                Token::Memory(tag),
                 settle.clone(),
             ));
             st.in_flight.insert(tag, item);
@@ -391,20 +399,18 @@ impl MemoryConsumer {
     }
 }
 
-fn tag_of(token: Token) -> Result<u64, QueueError> {
-    token.downcast::<u64>().map(|t| *t).map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
-}
-
 #[async_trait]
 impl Settle for Inner {
+    fn max_attempts(&self) -> u32 {
+        self.opts.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let mut settled = Vec::with_capacity(tokens.len());
         {
             let mut st = self.lock();
             for t in tokens {
-                if let Some(item) = st.in_flight.remove(&tag_of(t)?) {
+                if let Some(item) = st.in_flight.remove(&t.into_memory()?) {
                     st.release(&item.room);
                     settled.push(item.order);
                 }
@@ -418,22 +424,11 @@ impl Settle for Inner {
         Ok(())
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        _payload: &[u8],
-        _attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError> {
-        let tag = tag_of(token)?;
+    async fn retry(&self, token: Token, _: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
+        let tag = token.into_memory()?;
         let Some(item) = self.lock().in_flight.remove(&tag) else {
-            return Ok(Settled::Retrying);
+            return Ok(());
         };
-        if item.attempts >= self.opts.max_attempts {
-            self.bury(item, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
         if let Some(j) = &self.journal {
             let at = shared::Timestamp::now().as_millis() + delay.as_millis() as i64;
             if let Err(e) = j.retry(item.order, item.attempts, at).await {
@@ -444,25 +439,19 @@ impl Settle for Inner {
         }
         self.lock().delay(tag, item, Instant::now() + delay);
         self.wake.notify_waiters();
-        Ok(Settled::Retrying)
+        Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        _payload: &[u8],
-        _attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let item = self.lock().in_flight.remove(&tag_of(token)?);
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
+        let item = self.lock().in_flight.remove(&token.into_memory()?);
         match item {
-            Some(item) => self.bury(item, reason).await,
+            Some(item) => self.bury(item, f.reason).await,
             None => Ok(()),
         }
     }
 
     fn abandon(&self, token: Token) {
-        let Ok(tag) = tag_of(token) else { return };
+        let Ok(tag) = token.into_memory() else { return };
         {
             let mut st = self.lock();
             if let Some(item) = st.in_flight.remove(&tag) {
@@ -479,7 +468,11 @@ impl Inner {
     async fn bury(&self, item: Item, reason: &str) -> Result<(), QueueError> {
         if let Some(j) = &self.journal {
             if let Err(e) = j
-                .bury(item.order, &item.room, &item.payload, item.attempts, reason)
+                .bury(
+                    Row::new(item.order, &item.room, &item.payload),
+                    item.attempts,
+                    reason,
+                )
                 .await
             {
                 self.lock().put_back(item);

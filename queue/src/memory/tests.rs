@@ -19,9 +19,32 @@ fn ids(batch: &[Delivery]) -> Vec<String> {
         .collect()
 }
 
+/// A key whose id is the payload.
+fn key(room: &str, id: &str) -> MessageKey {
+    MessageKey {
+        room: RoomId::parse(room).unwrap(),
+        from: shared::ids::UserId::parse("tester").unwrap(),
+        id: shared::ids::ClientMsgId::parse(id).unwrap(),
+    }
+}
+
 async fn publish_to(q: &MemoryQueue, room: &str, payload: &str) {
-    let room = RoomId::parse(room).unwrap();
-    q.publish(&room, payload.as_bytes().to_vec()).await.unwrap();
+    let key = key(room, payload);
+    q.publish(&key, payload.as_bytes().to_vec()).await.unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_keep_the_key_they_were_published_with() {
+    let q = MemoryQueue::new(QueueOptions::default());
+    // Not an envelope: only the kept key can select it by id.
+    publish_to(&q, "r", "k1").await;
+    let mut c = q.consumer().await.unwrap();
+    let d = c.receive(1).await.unwrap().pop().unwrap();
+    d.dead_letter("refused").await.unwrap();
+    let dead = q.dead_letters(10).await.unwrap();
+    assert_eq!(dead[0].key, Some(key("r", "k1")));
+    let only = DeadLetterFilter::Ids(vec!["k1".into()]);
+    assert_eq!(q.replay_dead_letters(&only).await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -199,8 +222,10 @@ async fn another_process_reads_dead_letters_and_asks_the_owner_to_replay() {
     let other = MemoryQueue::open_durable(&path, false, QueueOptions::default())
         .await
         .unwrap();
-    let room = RoomId::parse("x").unwrap();
-    let err = other.publish(&room, b"nope".to_vec()).await.unwrap_err();
+    let err = other
+        .publish(&key("x", "nope"), b"nope".to_vec())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("owned by another process"),
         "{err}"
@@ -234,10 +259,9 @@ async fn publish_refuses_when_full() {
         memory_capacity: 2,
         ..QueueOptions::default()
     });
-    let room = RoomId::parse("r").unwrap();
-    q.publish(&room, b"1".to_vec()).await.unwrap();
-    q.publish(&room, b"2".to_vec()).await.unwrap();
-    let err = q.publish(&room, b"3".to_vec()).await.unwrap_err();
+    q.publish(&key("r", "1"), b"1".to_vec()).await.unwrap();
+    q.publish(&key("r", "2"), b"2".to_vec()).await.unwrap();
+    let err = q.publish(&key("r", "3"), b"3".to_vec()).await.unwrap_err();
     assert!(matches!(err, QueueError::Unavailable(_)), "{err}");
     assert_eq!(q.depth(), 2);
 }

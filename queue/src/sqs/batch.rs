@@ -1,9 +1,10 @@
 //! Per-message calls in batches of 10 (SQS's limit): deleting and changing visibility by
 //! receipt handle, for any queue.
 
-use super::connection::{CALL_TIMEOUT, call};
+use super::connection::{CALL_TIMEOUT, Failure, call};
 use crate::QueueError;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
@@ -51,16 +52,13 @@ async fn delete_ten(
 ) -> Result<(), (usize, QueueError)> {
     let mut pending: Vec<(usize, String)> = receipts.into_iter().enumerate().collect();
     for attempt in 0..DELETE_TRIES {
-        let entries = pending
-            .iter()
-            .map(|(i, receipt)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(receipt)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
+        let named = pending.iter().map(|(i, r)| (i.to_string(), r.as_str()));
+        let entries = entries(named, |id, receipt| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(receipt)
+                .build()
+        });
         let out = call(
             "deleting messages",
             CALL_TIMEOUT,
@@ -112,41 +110,62 @@ pub(super) async fn set_visibility<S: AsRef<str>>(
 ) -> Result<(), QueueError> {
     let mut first_error = None;
     for chunk in receipts.chunks(BATCH) {
-        let entries = chunk
+        let named = chunk
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r.as_ref())
-                    .visibility_timeout(seconds)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        let changed = call(
-            "changing the visibility of messages",
-            CALL_TIMEOUT,
-            sqs.change_message_visibility_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
-                .send(),
-        )
-        .await;
-        match changed {
-            Ok(out) => {
-                if let Some(f) = out.failed().first() {
-                    first_error.get_or_insert(QueueError::Unavailable(format!(
-                        "changing visibility: {} {}",
-                        f.code(),
-                        f.message().unwrap_or_default()
-                    )));
-                }
-            }
-            Err(f) => {
-                first_error.get_or_insert(f.into());
-            }
+            .map(|(i, r)| (i.to_string(), r.as_ref()));
+        let refused = match change_visibility(sqs, url, named, seconds).await {
+            Ok(out) => out.failed().first().map(|f| {
+                QueueError::Unavailable(format!(
+                    "changing visibility: {} {}",
+                    f.code(),
+                    f.message().unwrap_or_default()
+                ))
+            }),
+            Err(f) => Some(f.into()),
+        };
+        if let Some(e) = refused {
+            first_error.get_or_insert(e);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// One `ChangeMessageVisibilityBatch` call: up to 10 (entry id, receipt) to `seconds`.
+pub(super) async fn change_visibility<'a>(
+    sqs: &Client,
+    url: &str,
+    named: impl IntoIterator<Item = (String, &'a str)>,
+    seconds: i32,
+) -> Result<ChangeMessageVisibilityBatchOutput, Failure> {
+    let entries = entries(named, |id, receipt| {
+        ChangeMessageVisibilityBatchRequestEntry::builder()
+            .id(id)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .build()
+    });
+    let changing = sqs
+        .change_message_visibility_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send();
+    call(
+        "changing the visibility of messages",
+        CALL_TIMEOUT,
+        changing,
+    )
+    .await
+}
+
+/// A batch call's entries from (entry id, receipt). The SDK refuses to build an entry
+/// only when a required field is unset, and both always are: none is ever left out.
+fn entries<'a, T, E>(
+    named: impl IntoIterator<Item = (String, &'a str)>,
+    build: impl Fn(String, &'a str) -> Result<T, E>,
+) -> Vec<T> {
+    named
+        .into_iter()
+        .filter_map(|(id, receipt)| build(id, receipt).ok())
+        .collect()
 }

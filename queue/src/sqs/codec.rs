@@ -7,7 +7,8 @@
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use sha2::{Digest, Sha256};
-use shared::ids::RoomId;
+use shared::ids::{ClientMsgId, RoomId, UserId};
+use shared::message::MessageKey;
 use std::collections::HashMap;
 
 /// `base64` when the body is base64 of the payload.
@@ -17,6 +18,12 @@ pub(super) const ATTEMPTS: &str = "courier-attempts";
 pub(super) const REASON: &str = "courier-reason";
 /// The ingest message group (room) of a dead letter, to replay it into the same group.
 pub(super) const GROUP: &str = "courier-group";
+/// The idempotency key, set on every ingest message; SQS keeps attributes when its
+/// redrive policy moves a message, and the worker copies them onto the dead letters it
+/// sends, so dead letters are selected without parsing their payload.
+const KEY_ROOM: &str = "courier-key-room";
+const KEY_FROM: &str = "courier-key-from";
+const KEY_ID: &str = "courier-key-id";
 /// SQS's limit for a message, and for a whole batch request; the margin covers ids and
 /// attributes.
 pub(super) const MAX_BODY: usize = 256 * 1024 - 4096;
@@ -110,31 +117,54 @@ pub(super) fn reason_attr(reason: &str) -> MessageAttributeValue {
     string_attr(&r)
 }
 
-/// The FIFO deduplication id of an ingest message: SHA-256 of (room, from, id) when the
-/// payload is an envelope, so a client's resend of the same message within SQS's
-/// five-minute window is dropped by SQS itself; of the payload otherwise.
-pub(super) fn dedup_id(room: &RoomId, payload: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Key<'a> {
-        #[serde(borrow)]
-        from: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        id: std::borrow::Cow<'a, str>,
+/// The attributes of a message: its body's encoding, and its key when it has one.
+pub(super) fn attributes(
+    body: &Body,
+    key: Option<&MessageKey>,
+) -> Option<HashMap<String, MessageAttributeValue>> {
+    let mut attrs = body.attributes().unwrap_or_default();
+    if let Some(fields) = key.and_then(key_attributes) {
+        attrs.extend(fields.map(|(name, value)| (name.to_owned(), value)));
     }
+    (!attrs.is_empty()).then_some(attrs)
+}
+
+/// The key's attributes. `None` when a part of it has a character SQS refuses in an
+/// attribute (an id may): such a message travels without them, and readers take the
+/// key from its envelope.
+fn key_attributes(key: &MessageKey) -> Option<[(&'static str, MessageAttributeValue); 3]> {
+    let fields = [
+        (KEY_ROOM, key.room.as_str()),
+        (KEY_FROM, key.from.as_str()),
+        (KEY_ID, key.id.as_str()),
+    ];
+    if !fields.iter().all(|(_, v)| v.chars().all(allowed)) {
+        return None;
+    }
+    Some(fields.map(|(name, value)| (name, string_attr(value))))
+}
+
+/// The key a received message carries; `None` for one sent before keys were.
+pub(super) fn key_of(m: &Message) -> Option<MessageKey> {
+    Some(MessageKey {
+        room: RoomId::parse(attr(m, KEY_ROOM)?).ok()?,
+        from: UserId::parse(attr(m, KEY_FROM)?).ok()?,
+        id: ClientMsgId::parse(attr(m, KEY_ID)?).ok()?,
+    })
+}
+
+/// The FIFO deduplication id of an ingest message: SHA-256 of its key's room, sender and
+/// id (NUL-separated), so a client's resend of the same message within SQS's
+/// five-minute window is dropped by SQS itself. These are the bytes hashed since before
+/// the key was passed explicitly (it was read from the envelope then): a message
+/// published by an older and a newer process in a rolling deploy gets the same id.
+pub(super) fn dedup_id(key: &MessageKey) -> String {
     let mut h = Sha256::new();
-    h.update(room.as_str().as_bytes());
+    h.update(key.room.as_str().as_bytes());
     h.update([0u8]);
-    match serde_json::from_slice::<Key>(payload) {
-        Ok(k) => {
-            h.update(k.from.as_bytes());
-            h.update([0u8]);
-            h.update(k.id.as_bytes());
-        }
-        Err(_) => {
-            h.update([1u8]);
-            h.update(payload);
-        }
-    }
+    h.update(key.from.as_str().as_bytes());
+    h.update([0u8]);
+    h.update(key.id.as_str().as_bytes());
     hex(&h.finalize())
 }
 
@@ -223,18 +253,40 @@ mod tests {
         }
     }
 
+    fn key(room: &str, from: &str, id: &str) -> MessageKey {
+        MessageKey {
+            room: RoomId::parse(room).unwrap(),
+            from: UserId::parse(from).unwrap(),
+            id: ClientMsgId::parse(id).unwrap(),
+        }
+    }
+
     #[test]
     fn dedup_ids_follow_room_from_and_id() {
-        let room = RoomId::parse("r").unwrap();
-        let a = br#"{"id":"m1","from":"u","body":"x","sent_at":1}"#;
-        let resent = br#"{"id":"m1","from":"u","body":"x","sent_at":2}"#;
-        let other = br#"{"id":"m2","from":"u","body":"x","sent_at":1}"#;
-        assert_eq!(dedup_id(&room, a), dedup_id(&room, resent));
-        assert_ne!(dedup_id(&room, a), dedup_id(&room, other));
-        assert_ne!(
-            dedup_id(&room, a),
-            dedup_id(&RoomId::parse("s").unwrap(), a)
+        let a = key("r", "u", "m1");
+        assert_eq!(dedup_id(&a), dedup_id(&key("r", "u", "m1")));
+        assert_ne!(dedup_id(&a), dedup_id(&key("r", "u", "m2")));
+        assert_ne!(dedup_id(&a), dedup_id(&key("s", "u", "m1")));
+        assert_ne!(dedup_id(&a), dedup_id(&key("r", "v", "m1")));
+        // What the id was when it was read from the envelope: SHA-256 of "r\0u\0m1".
+        // A deploy must not change it, or SQS would take a resend across it twice.
+        assert_eq!(
+            dedup_id(&a),
+            "fc10bc5205d07a053f759d09d306c5de4c4cf0b57d132b70e79f21fcf345b9c2"
         );
-        assert_eq!(dedup_id(&room, b"not json").len(), 64);
+    }
+
+    #[test]
+    fn keys_travel_as_attributes_unless_sqs_would_refuse_them() {
+        let k = key("r", "u", "m 1");
+        let body = Body::encode(b"\0");
+        let m = Message::builder()
+            .set_message_attributes(attributes(&body, Some(&k)))
+            .build();
+        assert_eq!(key_of(&m), Some(k));
+        assert_eq!(attr(&m, ENCODING), Some("base64"));
+        assert!(attributes(&Body::encode(b"{}"), None).is_none());
+        assert!(key_attributes(&key("r", "u", "x\u{FFFF}")).is_none());
+        assert_eq!(key_of(&Message::builder().build()), None);
     }
 }

@@ -10,12 +10,11 @@
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
-use crate::{Consumer, Delivery, QueueError, Settle, Settled, Token};
+use crate::{Consumer, Delivery, Failed, QueueError, Settle, Token};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use shared::message::MessageKey;
 use shared::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,12 +31,15 @@ const LONGEST_POLL: Duration = Duration::from_secs(20);
 /// Most deliveries one `receive` returns, however many are asked for.
 const BIGGEST_BATCH: usize = 1000;
 
-/// A delivery's handle: its receipt, and what a dead letter needs.
-struct Ticket {
-    key: u64,
+/// A delivery's handle ([`Token::Sqs`]): its receipt, and what a dead letter needs.
+pub struct Ticket {
+    /// Its entry among the held deliveries.
+    held: u64,
     receipt: String,
     message_id: String,
     group: Option<String>,
+    /// The idempotency key its attributes carry, copied onto its dead letter.
+    key: Option<MessageKey>,
 }
 
 /// Settles deliveries of every consumer of one `SqsQueue`, and keeps the held ones
@@ -139,27 +141,11 @@ async fn extend(settler: Weak<Settler>) {
             .map(|(k, h)| (*k, h.receipt.clone()))
             .collect();
         for chunk in due.chunks(RECEIVE_MAX) {
-            let entries = chunk
+            let named = chunk
                 .iter()
-                .map(|(k, receipt)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(k.to_string())
-                        .receipt_handle(receipt)
-                        .visibility_timeout(secs(visibility))
-                        .build()
-                        .expect("id and receipt are set")
-                })
-                .collect();
-            let extended = call(
-                "extending the visibility of held messages",
-                CALL_TIMEOUT,
-                s.sqs()
-                    .change_message_visibility_batch()
-                    .queue_url(s.ingest())
-                    .set_entries(Some(entries))
-                    .send(),
-            )
-            .await;
+                .map(|(k, receipt)| (k.to_string(), receipt.as_str()));
+            let extended =
+                batch::change_visibility(s.sqs(), s.ingest(), named, secs(visibility)).await;
             match extended {
                 Ok(out) => {
                     let mut held = s.held();
@@ -251,14 +237,15 @@ impl SqsConsumer {
             .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
             .cloned();
         let ticket = Ticket {
-            key: self.settler.hold(&receipt),
+            held: self.settler.hold(&receipt),
             receipt,
             message_id: m.message_id().unwrap_or_default().to_owned(),
             group,
+            key: codec::key_of(&m),
         };
         let payload = codec::payload_of(&m);
         let settle: Arc<dyn Settle> = self.settler.clone();
-        Some(Delivery::new(payload, attempt, Box::new(ticket), settle))
+        Some(Delivery::new(payload, attempt, Token::Sqs(ticket), settle))
     }
 }
 
@@ -300,19 +287,17 @@ impl Consumer for SqsConsumer {
     }
 }
 
-fn ticket(token: Token) -> Result<Box<Ticket>, QueueError> {
-    token.downcast::<Ticket>().map_err(|_| {
-        QueueError::Unavailable("a delivery of another queue backend was settled here".into())
-    })
-}
-
 #[async_trait]
 impl Settle for Settler {
+    fn max_attempts(&self) -> u32 {
+        self.shared.opts.max_attempts
+    }
+
     async fn ack(&self, tokens: Vec<Token>) -> Result<(), QueueError> {
         let mut receipts = Vec::with_capacity(tokens.len());
         for token in tokens {
-            let t = ticket(token)?;
-            self.release(t.key);
+            let t = token.into_sqs()?;
+            self.release(t.held);
             receipts.push(t.receipt);
         }
         let total = receipts.len();
@@ -324,49 +309,26 @@ impl Settle for Settler {
             })
     }
 
-    async fn retry(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        delay: Duration,
-        reason: &str,
-    ) -> Result<Settled, QueueError> {
-        if attempt >= self.shared.opts.max_attempts {
-            self.dead_letter(token, payload, attempt, reason).await?;
-            return Ok(Settled::DeadLettered);
-        }
-        let t = ticket(token)?;
+    async fn retry(&self, token: Token, _: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
+        let t = token.into_sqs()?;
         let _gate = self.visibility.lock().await;
-        self.release(t.key);
+        self.release(t.held);
         // SQS counts in whole seconds; at least one so it is not redelivered at once.
         let delay = Duration::from_secs(delay.as_secs_f64().ceil().max(1.0) as u64);
-        self.change_visibility(&t.receipt, delay).await?;
-        debug!(
-            attempt,
-            delay_s = delay.as_secs(),
-            "delivery scheduled for a retry"
-        );
-        Ok(Settled::Retrying)
+        self.change_visibility(&t.receipt, delay).await
     }
 
-    async fn dead_letter(
-        &self,
-        token: Token,
-        payload: &[u8],
-        attempt: u32,
-        reason: &str,
-    ) -> Result<(), QueueError> {
-        let t = ticket(token)?;
-        let body = Body::encode(payload);
+    async fn dead_letter(&self, token: Token, f: Failed<'_>) -> Result<(), QueueError> {
+        let t = token.into_sqs()?;
+        let body = Body::encode(f.payload);
         let mut send = self
             .sqs()
             .send_message()
             .queue_url(&self.shared.topology.dead)
             .message_body(body.text.clone())
-            .set_message_attributes(body.attributes())
-            .message_attributes(ATTEMPTS, codec::number_attr(attempt))
-            .message_attributes(REASON, codec::reason_attr(reason));
+            .set_message_attributes(codec::attributes(&body, t.key.as_ref()))
+            .message_attributes(ATTEMPTS, codec::number_attr(f.attempt))
+            .message_attributes(REASON, codec::reason_attr(f.reason));
         if let Some(group) = &t.group {
             send = send.message_attributes(GROUP, codec::string_attr(group));
         }
@@ -385,7 +347,7 @@ impl Settle for Settler {
             send.send(),
         )
         .await;
-        self.release(t.key);
+        self.release(t.held);
         sent?;
         batch::delete(self.sqs(), self.ingest(), vec![t.receipt])
             .await
@@ -393,13 +355,13 @@ impl Settle for Settler {
     }
 
     fn abandon(&self, token: Token) {
-        let Ok(t) = ticket(token) else { return };
+        let Ok(t) = token.into_sqs() else { return };
         let Some(settler) = self.me.upgrade() else {
             return;
         };
         self.runtime.spawn(async move {
             let _gate = settler.visibility.lock().await;
-            settler.release(t.key);
+            settler.release(t.held);
             if let Err(e) = settler.change_visibility(&t.receipt, Duration::ZERO).await {
                 debug!(error = %e, "handing back an abandoned delivery failed; SQS redelivers it after its visibility timeout");
             }

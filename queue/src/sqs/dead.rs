@@ -9,8 +9,9 @@
 use super::codec::{self, ATTEMPTS, Body, GROUP, REASON};
 use super::connection::{CALL_TIMEOUT, call, secs};
 use super::{Shared, batch};
-use crate::{DeadLetter, DeadLetterFilter, QueueError};
+use crate::{DeadLetter, DeadLetterFilter, QueueError, envelope_key};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use shared::message::MessageKey;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ fn describe(s: &Shared, m: &Message) -> DeadLetter {
     let redrive = s.topology.redrive_max.unwrap_or(0);
     DeadLetter {
         payload: codec::payload_of(m),
+        key: codec::key_of(m),
         attempts: codec::attr(m, ATTEMPTS)
             .and_then(|n| n.parse().ok())
             .unwrap_or(redrive),
@@ -127,11 +129,14 @@ pub(super) async fn replay(s: &Shared, filter: &DeadLetterFilter) -> Result<usiz
             }
             new += 1;
             let payload = codec::payload_of(&m);
-            if !filter.matches(&payload) || failed.is_some() {
+            let key = codec::key_of(&m);
+            if !filter.matches(key.as_ref(), &payload) || failed.is_some() {
                 kept.push(receipt);
                 continue;
             }
-            match requeue(s, &m, &id, &payload).await {
+            // Dead letters from before keys were kept: their envelope has it.
+            let key = key.or_else(|| envelope_key(&payload));
+            match requeue(s, &m, &id, &payload, key.as_ref()).await {
                 Ok(()) => done.push(receipt),
                 Err(e) => {
                     kept.push(receipt);
@@ -160,14 +165,20 @@ pub(super) async fn replay(s: &Shared, filter: &DeadLetterFilter) -> Result<usiz
 /// Sends a dead letter back to the ingest queue, in its room's group. Its deduplication
 /// id is new (the original's may still be within SQS's five-minute window) but fixed per
 /// dead letter, so a replay repeated after a crash is dropped by SQS.
-async fn requeue(s: &Shared, m: &Message, id: &str, payload: &[u8]) -> Result<(), QueueError> {
+async fn requeue(
+    s: &Shared,
+    m: &Message,
+    id: &str,
+    payload: &[u8],
+    key: Option<&MessageKey>,
+) -> Result<(), QueueError> {
     let body = Body::encode(payload);
     let mut send = s
         .sqs
         .send_message()
         .queue_url(&s.topology.ingest)
         .message_body(body.text.clone())
-        .set_message_attributes(body.attributes());
+        .set_message_attributes(codec::attributes(&body, key));
     if s.settings.fifo {
         let group = codec::attr(m, GROUP)
             .map(str::to_owned)

@@ -32,8 +32,9 @@ use super::{
 };
 use async_trait::async_trait;
 pub use connection::AwsOverrides;
-use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
+pub use consume::Ticket;
+use shared::ids::GatewayId;
+use shared::message::{MessageKey, StoredMessage};
 use std::sync::Arc;
 use std::time::Duration;
 pub use topology::REDRIVE_MARGIN;
@@ -271,8 +272,8 @@ impl SqsQueue {
 
 #[async_trait]
 impl Publish for SqsQueue {
-    async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
-        self.publisher.publish(room, payload).await
+    async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.publisher.publish(key, payload).await
     }
 }
 

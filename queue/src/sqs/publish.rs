@@ -8,13 +8,15 @@
 //! while batches are in flight new publishes wait up to `LINGER` for company.
 
 use super::Shared;
-use super::codec::{Body, MAX_BODY, dedup_id};
+use super::codec::{self, Body, MAX_BODY, dedup_id};
 use super::connection::{CALL_TIMEOUT, call};
 use crate::QueueError;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use shared::ids::RoomId;
+use shared::message::MessageKey;
 use shared::shutdown::backoff;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -43,6 +45,7 @@ struct Pending {
     room: RoomId,
     dedup: Option<String>,
     body: Body,
+    attributes: Option<HashMap<String, MessageAttributeValue>>,
     done: oneshot::Sender<Result<(), QueueError>>,
 }
 
@@ -62,7 +65,11 @@ impl Publisher {
         }
     }
 
-    pub(super) async fn publish(&self, room: &RoomId, payload: Vec<u8>) -> Result<(), QueueError> {
+    pub(super) async fn publish(
+        &self,
+        key: &MessageKey,
+        payload: Vec<u8>,
+    ) -> Result<(), QueueError> {
         let body = Body::encode(&payload);
         if body.len() > MAX_BODY {
             return Err(QueueError::Unavailable(format!(
@@ -72,8 +79,9 @@ impl Publisher {
         }
         let (done, confirmed) = oneshot::channel();
         let pending = Pending {
-            room: room.clone(),
-            dedup: self.fifo.then(|| dedup_id(room, &payload)),
+            room: key.room.clone(),
+            dedup: self.fifo.then(|| dedup_id(key)),
+            attributes: codec::attributes(&body, Some(key)),
             body,
             done,
         };
@@ -226,7 +234,7 @@ fn entry(fifo: bool, i: usize, p: &Pending) -> SendMessageBatchRequestEntry {
     let mut e = SendMessageBatchRequestEntry::builder()
         .id(i.to_string())
         .message_body(p.body.text.clone())
-        .set_message_attributes(p.body.attributes());
+        .set_message_attributes(p.attributes.clone());
     if fifo {
         e = e
             .message_group_id(p.room.as_str())
