@@ -119,7 +119,8 @@ lean="$(cargo tree -p courier-gateway -e normal --no-default-features --locked -
 if printf '%s\n' "$lean" | grep -E '^(lapin|aws-sdk-[a-z]+|courier-worker) '; then
   die "courier-gateway --no-default-features still depends on the crates above"
 fi
-if cargo tree -p courier-worker -e features -i axum --locked | grep -q '"ws"'; then
+axum_features="$(cargo tree -p courier-worker -e features -i axum --locked --prefix none)"
+if printf '%s\n' "$axum_features" | grep -q '^axum feature "ws"'; then
   die "courier-worker pulls axum's ws feature"
 fi
 
