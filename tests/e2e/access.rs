@@ -319,3 +319,90 @@ async fn a_tokens_rooms_claim_limits_it_to_exact_names_and_prefixes() {
     assert_saw_nothing_private(&mut alice, &["team-7:secret"]).await;
     assert_saw_nothing_private(&mut bob, &["team-7:secret"]).await;
 }
+
+/// Room settings live in the store: a restarted gateway (or any other) enforces them.
+async fn settings_survive_a_restart(db_url: &str) {
+    let mut g = TestGateway::start_on(db_url, |_| {}).await;
+    let put = json!({"private":true,"members":["alice","bob"]});
+    assert_eq!(
+        api(&g, Method::PUT, "/api/rooms/vault", Some(put)).await.0,
+        200
+    );
+    assert_eq!(
+        api(&g, Method::DELETE, "/api/rooms/vault/members/bob", None)
+            .await
+            .0,
+        204
+    );
+    g.stop().await;
+    let g = TestGateway::start_on(db_url, |_| {}).await;
+    let (status, settings) = api(&g, Method::GET, "/api/rooms/vault", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        settings,
+        json!({"room":"vault","private":true,"members":["alice"]})
+    );
+    let mut bob = g.client("bob").await;
+    bob.join("lobby").await;
+    refused_everywhere(&mut bob, "vault", "forbidden").await;
+    let mut alice = g.client("alice").await;
+    assert_eq!(alice.join("vault").await["type"], "joined");
+    assert_eq!(alice.say("vault", "v-1", SECRET_WORDS).await["type"], "ack");
+    assert_eq!(alice.message("vault").await["body"], SECRET_WORDS);
+    assert_saw_nothing_private(&mut bob, &["vault"]).await;
+}
+
+#[tokio::test]
+async fn sqlite_room_settings_survive_a_restart() {
+    let (_dir, url) = temp_db();
+    settings_survive_a_restart(&url).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
+async fn postgres_room_settings_survive_a_restart() {
+    let db = TempPostgres::create().await;
+    settings_survive_a_restart(&db.url).await;
+}
+
+/// Two gateways over one store: a change made through one gateway's API applies on the
+/// other once its cached settings expire (`ROOM_CACHE_TTL_MS`). Invalidation through the
+/// delivery bus, and removing connections already in the room, are phase 2.
+#[tokio::test]
+async fn another_gateway_applies_a_change_within_the_cache_ttl() {
+    let (_dir, url) = temp_db();
+    let g1 = TestGateway::start_on(&url, |_| {}).await;
+    let g2 = TestGateway::start_on(&url, |c| c.limits.room_cache_ttl_ms = 500).await;
+    let mut bob = g2.client("bob").await;
+    assert_eq!(
+        bob.join("shared").await["type"],
+        "joined",
+        "public, now cached"
+    );
+    let put = json!({"private":true,"members":["alice"]});
+    assert_eq!(
+        api(&g1, Method::PUT, "/api/rooms/shared", Some(put))
+            .await
+            .0,
+        200
+    );
+    let started = std::time::Instant::now();
+    let history = json!({"type":"history","room":"shared"});
+    let mut n = 0;
+    loop {
+        n += 1;
+        let reply = ask(&mut bob, history.clone(), &format!("h-{n}")).await;
+        if reply["code"] == "forbidden" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{reply}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    refused_everywhere(&mut bob, "shared", "forbidden").await;
+}
