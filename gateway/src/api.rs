@@ -1,4 +1,5 @@
-//! The HTTP API: post a message as a backend, read a room's messages.
+//! The HTTP API: post a message as a backend, read a room's messages (room settings:
+//! `rooms_api`).
 
 use crate::app::App;
 use crate::auth::{bearer, same_secret};
@@ -16,7 +17,7 @@ use shared::{ClientMsgId, RoomId, UserId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.config.api_token.as_deref() else {
         return Err(ApiError::unauthorized(
             "the HTTP API is disabled on this gateway (API_TOKEN is not set)",
@@ -31,8 +32,11 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// A room name from the path; a malformed `dm:` name is refused like a bad name.
 fn room(raw: &str) -> Result<RoomId, ApiError> {
-    RoomId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+    let room = RoomId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::access::check_name(&room)?;
+    Ok(room)
 }
 
 fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
@@ -75,7 +79,7 @@ pub async fn post_message(
 
 /// The request body, within the frame limit and the HTTP header timeout (a body sent a
 /// byte at a time would otherwise hold the connection for as long as it likes).
-async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(app: &App, body: Body) -> Result<Bytes, ApiError> {
     let within = app.config.limits.http_header_timeout();
     match tokio::time::timeout(within, axum::body::to_bytes(body, crate::ws::MAX_FRAME)).await {
         Ok(Ok(bytes)) => Ok(bytes),

@@ -21,6 +21,8 @@ pub struct App {
     /// Readiness and the backlog gauge.
     pub admin: Arc<dyn Admin>,
     pub store: Store,
+    /// Who may use which room, with its cache of room settings.
+    pub access: crate::access::Access,
     pub hub: Arc<Hub>,
     pub identity: Identity,
     /// Pages that may open `/ws` (`ALLOWED_ORIGINS`).

@@ -6,6 +6,7 @@
 //! answer; why it was refused goes to the log, where an operator needs it and an attacker
 //! does not see it.
 
+use crate::access::RoomClaim;
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use axum::http::HeaderMap;
@@ -33,6 +34,9 @@ pub enum Identity {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Room names and `prefix*` patterns the token is limited to (see `access`).
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -63,13 +67,14 @@ impl Identity {
         )))
     }
 
-    /// Resolves the user of an upgrade request, or the 401 to answer instead.
+    /// Resolves the user of an upgrade request and the rooms its token is limited to
+    /// (none without a `rooms` claim), or the 401 to answer instead.
     pub fn user(
         &self,
         token: Option<&str>,
         user: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<UserId, ApiError> {
+    ) -> Result<(UserId, Option<RoomClaim>), ApiError> {
         match self {
             Identity::Jwt(jwt) => {
                 let (key, validation) = &**jwt;
@@ -85,15 +90,17 @@ impl Identity {
                     tracing::info!(reason = ?e.kind(), "token refused");
                     ApiError::unauthorized(REFUSED)
                 })?;
-                UserId::parse(&data.claims.sub).map_err(|_| {
+                let user = UserId::parse(&data.claims.sub).map_err(|_| {
                     tracing::info!(reason = "sub is not a valid user name", "token refused");
                     ApiError::unauthorized(REFUSED)
-                })
+                })?;
+                Ok((user, data.claims.rooms.as_deref().map(RoomClaim::new)))
             }
             Identity::Open => match user {
                 Some(name) => UserId::parse(name)
+                    .map(|u| (u, None))
                     .map_err(|_| ApiError::unauthorized("user must match [A-Za-z0-9_.:-]{1,64}")),
-                None => Ok(guest()),
+                None => Ok((guest(), None)),
             },
         }
     }

@@ -119,6 +119,17 @@ pub struct Limits {
     #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_rooms_per_connection: u32,
 
+    /// Rooms whose settings (private or not, members) this gateway keeps in memory; a
+    /// join, send or history of another room reads them from the store. This gateway's
+    /// HTTP API drops a room's entry when it changes the room.
+    #[arg(long, env = "ROOM_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub room_cache_size: u32,
+
+    /// Longest a cached room's settings are used before they are read again, in ms: how
+    /// long a change made through another gateway's HTTP API may take to apply here.
+    #[arg(long, env = "ROOM_CACHE_TTL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub room_cache_ttl_ms: u64,
+
     /// Seconds between WebSocket pings; a client silent for two intervals is disconnected.
     #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
@@ -149,6 +160,10 @@ impl Limits {
 
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn room_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.room_cache_ttl_ms)
     }
 
     pub fn drain(&self) -> Duration {

@@ -1,6 +1,7 @@
 //! The courier gateway: WebSocket clients and the HTTP API in front of the ingest queue,
 //! delivering processed messages back to every member of a room.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod origin;
 pub mod page;
 pub mod protocol;
 pub mod ratelimit;
+pub mod rooms_api;
 pub mod serve;
 pub mod web;
 pub mod ws;
@@ -22,7 +24,7 @@ pub use error::Error;
 use app::App;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use hub::Hub;
 use queue::{Admin, FeedEvent, QueueConfig};
 use serve::ServeLimits;
@@ -62,6 +64,11 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let access = access::Access::new(
+        store.clone(),
+        config.limits.room_cache_size as usize,
+        config.limits.room_cache_ttl(),
+    );
     let app = Arc::new(App {
         identity: auth::Identity::new(&config),
         origins,
@@ -69,6 +76,7 @@ pub async fn run(
         gateway,
         publish: queue.clone(),
         admin: queue.clone(),
+        access,
         store,
         hub,
         metrics: telemetry::metrics_handle(),
@@ -215,6 +223,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/rooms/{room}/messages",
             post(api::post_message).get(api::get_messages),
+        )
+        .route(
+            "/api/rooms/{room}",
+            put(rooms_api::put_room).get(rooms_api::get_room),
+        )
+        .route(
+            "/api/rooms/{room}/members/{user}",
+            put(rooms_api::put_member).delete(rooms_api::delete_member),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));

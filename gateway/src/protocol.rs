@@ -20,7 +20,8 @@ pub const REPLAY_MAX: u64 = 500;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
-    /// Not allowed here: an upgrade from an origin outside `ALLOWED_ORIGINS`.
+    /// Not allowed here: a room the user may not use (private, direct, token `rooms`),
+    /// or an upgrade from an origin outside `ALLOWED_ORIGINS`.
     Forbidden,
     NotJoined,
     TooLarge,

@@ -5,8 +5,9 @@
 //! resync. Both backends number a room's messages from a counter row locked in the
 //! batch's transaction, so seq has no gaps.
 //!
-//! The worker writes (`store_batch`); the gateway reads (`head`, `after`, `before`) and
-//! asks `ping` for readiness.
+//! The worker writes (`store_batch`); the gateway reads (`head`, `after`, `before`),
+//! keeps room settings (`room_settings`, `put_room`, members: see `rooms`) and asks
+//! `ping` for readiness.
 
 use shared::sync::lock;
 use shared::url::redact_url;
@@ -17,10 +18,12 @@ use std::time::Duration;
 mod error;
 mod plan;
 mod postgres;
+mod rooms;
 mod settings;
 mod sqlite;
 
 pub use error::Error;
+pub use rooms::RoomSettings;
 pub use settings::StoreSettings;
 
 const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \

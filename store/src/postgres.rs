@@ -64,6 +64,11 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// The pool, for the room settings' statements.
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub(super) async fn ping(&self) -> Result<(), Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -29,9 +29,10 @@ const SET_COUNTER: &str = "UPDATE room_seq SET last_seq = ?2 WHERE room = ?1";
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The migrations, in order: (version, SQL). The same files PostgreSQL runs through sqlx.
-const MIGRATIONS: [(i64, &str); 2] = [
+const MIGRATIONS: [(i64, &str); 3] = [
     (1, include_str!("../migrations/0001_messages.sql")),
     (2, include_str!("../migrations/0002_trace.sql")),
+    (3, include_str!("../migrations/0003_rooms.sql")),
 ];
 
 #[derive(Clone)]
@@ -77,6 +78,31 @@ impl SqliteStore {
     fn reader(&self) -> &Db {
         let n = self.next_reader.fetch_add(1, Ordering::Relaxed);
         &self.readers[n % self.readers.len()]
+    }
+
+    /// Runs `work` on a reader's thread.
+    pub(super) async fn read<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, Error> {
+        Ok(self.reader().call(work).await??)
+    }
+
+    /// Runs `work` on the writer's thread, in one immediate transaction.
+    pub(super) async fn write<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, Error> {
+        let done = self
+            .writer
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let r = work(&tx)?;
+                tx.commit()?;
+                Ok::<_, rusqlite::Error>(r)
+            })
+            .await??;
+        Ok(done)
     }
 
     pub(super) async fn ping(&self) -> Result<(), Error> {
@@ -263,7 +289,7 @@ mod tests {
     fn a_new_file_is_migrated_once() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        assert_eq!(version(&conn), 2);
+        assert_eq!(version(&conn), 3);
         migrate(&mut conn).unwrap();
         let trace: i64 = conn
             .query_row(
@@ -272,7 +298,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(trace, 1, "both migrations ran, the second once");
+        assert_eq!(trace, 1, "every migration ran, the second once");
     }
 
     #[test]
@@ -288,7 +314,7 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).expect("nothing is run again (ALTER TABLE would fail)");
-        assert_eq!(version(&conn), 2);
+        assert_eq!(version(&conn), 3, "only the rooms migration ran");
         let body: String = conn
             .query_row("SELECT body FROM messages", [], |r| r.get(0))
             .unwrap();

@@ -5,6 +5,7 @@
 mod cluster;
 mod helpers;
 
+mod access;
 mod browser;
 mod crash;
 mod docs;

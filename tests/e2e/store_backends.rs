@@ -1,10 +1,11 @@
-//! Store tests: gapless seq under concurrent writers, idempotent batches, reads.
+//! Store tests: gapless seq under concurrent writers, idempotent batches, reads, room
+//! settings.
 //! The same functions run against SQLite and PostgreSQL.
 
 use crate::helpers::*;
 use shared::{ClientMsgId, RoomId, Timestamp, UserId};
 use std::collections::HashSet;
-use store::{NewMessage, Stored};
+use store::{NewMessage, RoomSettings, Stored};
 
 fn msg(room: &str, from: &str, id: &str) -> NewMessage {
     NewMessage {
@@ -131,6 +132,61 @@ pub async fn batches_are_idempotent(url: &str) {
     assert_eq!(ids.len(), 3);
 }
 
+pub async fn room_settings_are_kept(url: &str) {
+    let store = store::Store::connect(url, Default::default())
+        .await
+        .unwrap();
+    let user = |s: &str| UserId::parse(s).unwrap();
+    let room = RoomId::parse("team-7:ops").unwrap();
+    assert_eq!(
+        store.room_settings(&room).await.unwrap(),
+        RoomSettings::default(),
+        "never configured: public, no members"
+    );
+    assert!(!store.is_member(&room, &user("alice")).await.unwrap());
+    let put = store
+        .put_room(
+            &room,
+            true,
+            &[user("bob"), user("Zed"), user("alice"), user("bob")],
+        )
+        .await
+        .unwrap();
+    assert!(put.private);
+    assert_eq!(
+        put.members,
+        [user("Zed"), user("alice"), user("bob")],
+        "byte order"
+    );
+    assert_eq!(store.room_settings(&room).await.unwrap(), put);
+    assert!(store.add_member(&room, &user("carol")).await.unwrap());
+    assert!(
+        !store.add_member(&room, &user("carol")).await.unwrap(),
+        "already"
+    );
+    assert!(store.remove_member(&room, &user("Zed")).await.unwrap());
+    assert!(
+        !store.remove_member(&room, &user("Zed")).await.unwrap(),
+        "gone"
+    );
+    assert!(store.is_member(&room, &user("carol")).await.unwrap());
+    assert!(!store.is_member(&room, &user("Zed")).await.unwrap());
+    let replaced = store.put_room(&room, false, &[user("dave")]).await.unwrap();
+    assert_eq!(
+        replaced,
+        RoomSettings {
+            private: false,
+            members: vec![user("dave")]
+        },
+        "put replaces privacy and the whole list"
+    );
+    let other = RoomId::parse("other").unwrap();
+    assert_eq!(
+        store.room_settings(&other).await.unwrap(),
+        RoomSettings::default()
+    );
+}
+
 #[tokio::test]
 async fn sqlite_concurrent_writers_leave_no_gap() {
     let (_dir, url) = temp_db();
@@ -161,4 +217,20 @@ async fn postgres_concurrent_writers_leave_no_gap() {
 async fn postgres_batches_are_idempotent() {
     let db = TempPostgres::create().await;
     batches_are_idempotent(&db.url).await;
+}
+
+#[tokio::test]
+async fn sqlite_room_settings_are_kept() {
+    let (_dir, url) = temp_db();
+    room_settings_are_kept(&url).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
+async fn postgres_room_settings_are_kept() {
+    let db = TempPostgres::create().await;
+    room_settings_are_kept(&db.url).await;
 }

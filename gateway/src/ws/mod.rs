@@ -4,6 +4,7 @@ mod outbox;
 mod session;
 mod writer;
 
+use crate::access::RoomClaim;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::page::MAX_SERVER_FRAME;
@@ -56,9 +57,9 @@ pub async fn upgrade(
             "this page's origin may not open /ws (ALLOWED_ORIGINS)",
         ));
     }
-    let user = app
-        .identity
-        .user(params.token.as_deref(), params.user.as_deref(), &headers)?;
+    let (user, claim) =
+        app.identity
+            .user(params.token.as_deref(), params.user.as_deref(), &headers)?;
     let max = app.config.limits.max_connections as usize;
     if app.connections.load(Ordering::Relaxed) >= max || app.shutdown.is_fired() {
         return Err(ApiError::unavailable(
@@ -73,7 +74,7 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| serve(app, user, socket)))
+        .on_upgrade(move |socket| serve(app, user, claim, socket)))
 }
 
 /// Counts a connection for as long as it lives.
@@ -86,7 +87,7 @@ impl Drop for Counted {
     }
 }
 
-async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
+async fn serve(app: Arc<App>, user: UserId, claim: Option<RoomClaim>, socket: WebSocket) {
     app.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Counted(app.clone());
     metrics::gauge!("courier_connections").increment(1.0);
@@ -113,6 +114,7 @@ async fn serve(app: Arc<App>, user: UserId, socket: WebSocket) {
     let mut session = Session {
         app: app.clone(),
         user,
+        claim,
         conn,
         tx,
         lagging: lagging.clone(),

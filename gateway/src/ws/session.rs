@@ -1,6 +1,7 @@
 //! A connection's reader: parses each command, runs it, queues the reply for the writer.
 
 use super::outbox::{self, Budget};
+use crate::access::RoomClaim;
 use crate::app::App;
 use crate::hub::{ConnId, JoinedReply, LeftReply, Member, Outbound};
 use crate::page::history_frame;
@@ -26,6 +27,8 @@ pub enum ReaderExit {
 pub struct Session {
     pub app: Arc<App>,
     pub user: UserId,
+    /// The token's `rooms` claim; `None`: not limited by the token.
+    pub claim: Option<RoomClaim>,
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     pub lagging: Arc<AtomicBool>,
@@ -139,6 +142,11 @@ impl Session {
                 }))))
             }
             Command::Send { room, id, body } => {
+                // Checked on every send, not only at join: a member removed through this
+                // gateway's API is refused at once.
+                self.allow(&room)
+                    .await
+                    .map_err(|e| with_ref(e, Some(id.as_str())))?;
                 if !self.joined.contains(&room) {
                     return Err(with_ref(not_joined(&room), Some(id.as_str())));
                 }
@@ -164,6 +172,7 @@ impl Session {
                 before,
                 limit,
             } => {
+                self.allow(&room).await.map_err(|e| with_ref(e, None))?;
                 if !self.joined.contains(&room) {
                     return Err(with_ref(not_joined(&room), None));
                 }
@@ -208,6 +217,8 @@ impl Session {
                 format!("cannot join now: {what}; retry shortly"),
             )
         };
+        // Before anything of the room is bound or read (the replay of `since` included).
+        self.allow(&room).await?;
         let fresh = !self.joined.contains(&room);
         if fresh {
             let max = self.app.config.limits.max_rooms_per_connection as usize;
@@ -251,6 +262,14 @@ impl Session {
             since,
             reference,
         }))))
+    }
+
+    /// `Ok` when this connection's user may join, send to and read `room`.
+    async fn allow(&self, room: &RoomId) -> Result<(), CommandError> {
+        self.app
+            .access
+            .check(&self.user, self.claim.as_ref(), room)
+            .await
     }
 
     /// Leaves every room; called once the connection is over.
