@@ -8,12 +8,10 @@
 //! The HTTP API acts for the operator and is not checked here, but it refuses malformed
 //! `dm:` names as everyone else does ([`check_name`]).
 //!
-//! Room settings are cached (bounded, see `ROOM_CACHE_SIZE` and `ROOM_CACHE_TTL_MS`), and
-//! this gateway's HTTP API drops a room's entry when it changes it. Phase 2 of issue 12
-//! (not built yet): other gateways learn of a change only when their entry expires (the
-//! TTL bounds how stale it can be), and a removed member's open connections keep the
-//! room's live messages until they leave; invalidation through the delivery bus and the
-//! live `{"type":"left","reason":"removed"}` are still to come.
+//! Room settings are cached (bounded, see `ROOM_CACHE_SIZE` and `ROOM_CACHE_TTL_MS`). A
+//! change through the HTTP API drops a room's entry on every gateway, through the
+//! delivery bus, and removes the connections no longer allowed (see `changes`); the TTL
+//! bounds how stale an entry can be when that announcement is missed.
 
 use crate::protocol::{CommandError, ErrorCode};
 use shared::sync::lock;

@@ -4,7 +4,7 @@ use crate::auth::Identity;
 use crate::config::GatewayConfig;
 use crate::hub::Hub;
 use crate::protocol::{CommandError, ErrorCode};
-use queue::{Admin, Publish};
+use queue::{Admin, DeliveryBus, Publish};
 use shared::message::ENVELOPE_VERSION;
 use shared::shutdown::Shutdown;
 use shared::{ClientMsgId, Envelope, GatewayId, RoomId, Timestamp, UserId};
@@ -20,9 +20,11 @@ pub struct App {
     pub publish: Arc<dyn Publish>,
     /// Readiness and the backlog gauge.
     pub admin: Arc<dyn Admin>,
+    /// Room changes are announced to every gateway through this.
+    pub bus: Arc<dyn DeliveryBus>,
     pub store: Store,
     /// Who may use which room, with its cache of room settings.
-    pub access: crate::access::Access,
+    pub access: Arc<crate::access::Access>,
     pub hub: Arc<Hub>,
     pub identity: Identity,
     /// Pages that may open `/ws` (`ALLOWED_ORIGINS`).

@@ -10,10 +10,11 @@
 //! not queued for it and the member is marked lagging; its writer resyncs from the store
 //! once it has caught up (and closes with 1008 if its socket stays blocked meanwhile).
 
+use crate::access::RoomClaim;
 use axum::extract::ws::Utf8Bytes;
 use queue::{QueueError, RoomBinding};
 use shared::sync::lock;
-use shared::{RoomId, StoredMessage};
+use shared::{RoomId, StoredMessage, UserId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,9 @@ pub struct JoinedReply {
 pub struct LeftReply {
     pub room: RoomId,
     pub reference: Option<String>,
+    /// The connection was taken out of the room because it may no longer use it (the
+    /// room's settings changed), not because it asked to leave.
+    pub removed: bool,
 }
 
 /// A stored message on its way to a room's members, serialized once.
@@ -78,6 +82,9 @@ pub struct Delivered {
 /// A connection's entry in a room.
 #[derive(Clone)]
 pub struct Member {
+    /// Who it is and what its token allows: a room change checks its members again.
+    pub user: UserId,
+    pub claim: Option<Arc<RoomClaim>>,
     pub tx: mpsc::Sender<Outbound>,
     /// Set when a message could not be queued because the buffer was full.
     pub lagging: Arc<AtomicBool>,
@@ -181,28 +188,41 @@ impl Hub {
         futures_util::future::join_all(rooms.iter().map(|room| self.leave(room, conn))).await;
     }
 
-    /// Removes a member; the last one out unbinds the room.
-    pub async fn leave(&self, room: &RoomId, conn: ConnId) {
+    /// Removes a member; the last one out unbinds the room. False when `conn` was not
+    /// one (it left already, or a room change removed it).
+    pub async fn leave(&self, room: &RoomId, conn: ConnId) -> bool {
         let (_turn, _order) = self.turn(room).await;
-        let emptied = {
+        let (was_member, emptied) = {
             let mut rooms = self.rooms();
-            let emptied = match rooms.get_mut(room) {
-                Some(r) => {
-                    r.members.remove(&conn);
-                    r.members.is_empty()
-                }
-                None => false,
+            let (was_member, emptied) = match rooms.get_mut(room) {
+                Some(r) => (r.members.remove(&conn).is_some(), r.members.is_empty()),
+                None => (false, false),
             };
             if emptied {
                 rooms.remove(room);
             }
             metrics::gauge!("courier_rooms").set(rooms.len() as f64);
-            emptied
+            (was_member, emptied)
         };
         if emptied && let Err(e) = self.binding.unbind(room).await {
             // Harmless: the gateway drops deliveries of rooms it has no members in.
             warn!(%room, error = %e, "unbinding an empty room failed");
         }
+        was_member
+    }
+
+    /// The room's members here, as they are now.
+    pub fn members_of(&self, room: &RoomId) -> Vec<(ConnId, Member)> {
+        self.rooms().get(room).map_or_else(Vec::new, |r| {
+            r.members.iter().map(|(c, m)| (*c, m.clone())).collect()
+        })
+    }
+
+    /// True while `conn` is a member of `room`.
+    pub fn is_member(&self, room: &RoomId, conn: ConnId) -> bool {
+        self.rooms()
+            .get(room)
+            .is_some_and(|r| r.members.contains_key(&conn))
     }
 
     /// Hands one delivered message to the room's members, in seq order.
@@ -340,10 +360,19 @@ mod tests {
         }
     }
 
+    fn test_member(tx: mpsc::Sender<Outbound>, lagging: Arc<AtomicBool>) -> Member {
+        Member {
+            user: UserId::parse("u").unwrap(),
+            claim: None,
+            tx,
+            lagging,
+        }
+    }
+
     fn member() -> (Member, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(8);
         let lagging = Arc::new(AtomicBool::new(false));
-        (Member { tx, lagging }, rx)
+        (test_member(tx, lagging), rx)
     }
 
     #[tokio::test]
@@ -415,10 +444,7 @@ mod tests {
         let hub = Hub::new(Box::new(NoBinding), hold);
         let (tx, rx) = mpsc::channel(buffer);
         let lagging = Arc::new(AtomicBool::new(false));
-        let member = Member {
-            tx,
-            lagging: lagging.clone(),
-        };
+        let member = test_member(tx, lagging.clone());
         let room = RoomId::parse("r").unwrap();
         hub.join(&room, 1, member).await.unwrap();
         (hub, rx, lagging)

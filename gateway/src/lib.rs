@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -55,20 +56,20 @@ pub async fn run(
 
     let (workers_stop, workers) = embedded_workers(&config, &queue_config, &queue, &store);
 
+    let access = Arc::new(access::Access::new(
+        store.clone(),
+        config.limits.room_cache_size as usize,
+        config.limits.room_cache_ttl(),
+    ));
     let subscription = queue.subscribe(&gateway).await?;
     let hub = Arc::new(Hub::new(subscription.rooms, config.limits.reorder_hold()));
     let delivery = tokio::spawn(deliver(
         subscription.events,
         hub.clone(),
+        access.clone(),
         config.limits.reorder_hold(),
         shutdown.clone(),
     ));
-
-    let access = access::Access::new(
-        store.clone(),
-        config.limits.room_cache_size as usize,
-        config.limits.room_cache_ttl(),
-    );
     let app = Arc::new(App {
         identity: auth::Identity::new(&config),
         origins,
@@ -76,6 +77,7 @@ pub async fn run(
         gateway,
         publish: queue.clone(),
         admin: queue.clone(),
+        bus: queue.clone(),
         access,
         store,
         hub,
@@ -253,10 +255,12 @@ pub fn metrics_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Feeds deliveries from the queue to the hub and releases held messages on time.
+/// Feeds deliveries from the queue to the hub, applies room changes, and releases held
+/// messages on time.
 async fn deliver(
     mut events: mpsc::Receiver<FeedEvent>,
     hub: Arc<Hub>,
+    access: Arc<access::Access>,
     hold: Duration,
     shutdown: Shutdown,
 ) {
@@ -271,6 +275,11 @@ async fn deliver(
                 Some(FeedEvent::Interrupted) => {
                     tracing::warn!("the delivery feed was interrupted; resyncing every client from the store");
                     hub.resync_all();
+                }
+                Some(FeedEvent::RoomChanged(room)) => {
+                    // Off this loop: the re-check reads the store, deliveries go on.
+                    let (hub, access) = (hub.clone(), access.clone());
+                    tokio::spawn(async move { changes::recheck(&access, &hub, &room).await });
                 }
                 None => {
                     tracing::error!("the delivery feed closed; no more live messages on this gateway");

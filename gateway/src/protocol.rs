@@ -251,6 +251,10 @@ pub enum ServerEvent<'a> {
         room: &'a RoomId,
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
+        /// `"removed"` when the server took the connection out of the room (it may no
+        /// longer use it); absent on a leave the client asked for.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
     },
     Ack {
         room: &'a RoomId,

@@ -2,7 +2,8 @@
 //!
 //! The API acts for the operator: it may configure any room but a direct room (`dm:A:B`),
 //! which is private to its two users by its name and has nothing to configure. Every
-//! change drops the room from this gateway's cache of settings (see `access`).
+//! change drops the room from this gateway's cache of settings (see `access`) and is
+//! announced to every gateway, which removes members no longer allowed (see `changes`).
 
 use crate::access::{check_name, direct_pair, settings_of};
 use crate::api::{authorize, read_body};
@@ -71,8 +72,9 @@ pub async fn put_room(
     let body = read_body(&app, body).await?;
     let (private, members) = parse_settings(&body)?;
     let stored = app.store.put_room(&room, private, &members).await;
-    // Dropped whatever the outcome: a failed write may still have committed.
+    // Dropped and announced whatever the outcome: a failed write may still have committed.
     app.access.invalidate(&room);
+    crate::changes::announce(&app, &room).await;
     let settings = stored.map_err(|e| ApiError::store(&e))?;
     tracing::info!(%room, private, members = settings.members.len(), "room configured");
     Ok(settings_json(&room, &settings))
@@ -143,6 +145,7 @@ async fn change_member(
         app.store.remove_member(&room, &user).await
     };
     app.access.invalidate(&room);
+    crate::changes::announce(app, &room).await;
     let changed = changed.map_err(|e| ApiError::store(&e))?;
     tracing::info!(%room, %user, add, changed, "room member changed");
     Ok(StatusCode::NO_CONTENT)

@@ -46,6 +46,7 @@ where
     dead_letters_replay_and_purge(make(options()).await).await;
     abandoned_delivery_comes_back(make(options()).await).await;
     fan_out_follows_bindings(make(options()).await).await;
+    an_announced_room_change_reaches_its_members(make(options()).await).await;
 }
 
 pub fn envelope(room: &str, id: &str) -> Envelope {
@@ -400,4 +401,33 @@ async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {
             .is_err(),
         "unbound rooms stop arriving"
     );
+}
+
+/// A room change reaches a subscription bound to the room, among its messages; whether
+/// one not bound to it hears of it too is the backend's choice.
+async fn an_announced_room_change_reaches_its_members(q: Arc<dyn Queue>) {
+    let room = RoomId::parse("changed-1").unwrap();
+    let mut a = q
+        .subscribe(&GatewayId::from_string("gw-announce".into()))
+        .await
+        .unwrap();
+    a.rooms.bind(&room).await.unwrap();
+    q.announce(&room).await.unwrap();
+    q.fan_out(&[stored("changed-1", 1)]).await.unwrap();
+    let wait = Duration::from_secs(5);
+    let mut changed = false;
+    let mut message = false;
+    while !(changed && message) {
+        match timeout(wait, a.events.recv()).await.unwrap().unwrap() {
+            super::FeedEvent::RoomChanged(r) => {
+                assert_eq!(r, room);
+                changed = true;
+            }
+            super::FeedEvent::Message(m) => {
+                assert_eq!((m.room.as_str(), m.seq), ("changed-1", 1));
+                message = true;
+            }
+            super::FeedEvent::Interrupted => {}
+        }
+    }
 }

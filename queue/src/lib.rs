@@ -116,6 +116,12 @@ pub trait DeliveryBus: Send + Sync {
 
     /// Opens the delivery subscription of one gateway instance.
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError>;
+
+    /// Tells the gateways that `room`'s settings changed: every subscription bound to it
+    /// gets [`FeedEvent::RoomChanged`] (some backends also tell subscriptions that are
+    /// not). Best effort, not durable: a gateway that misses it still picks the change up
+    /// when its cached settings expire.
+    async fn announce(&self, room: &RoomId) -> Result<(), QueueError>;
 }
 
 /// Probes and operators: readiness, the backlog, dead letters.
@@ -170,6 +176,9 @@ pub enum FeedEvent {
     /// The feed was interrupted (the broker connection dropped and came back): messages
     /// may have been missed, so every member must be resynced from the store.
     Interrupted,
+    /// A room's settings changed (see [`DeliveryBus::announce`]): drop what is cached of
+    /// them and check the room's members again.
+    RoomChanged(RoomId),
 }
 
 impl FeedEvent {
@@ -177,7 +186,7 @@ impl FeedEvent {
     pub fn message(self) -> Option<Arc<StoredMessage>> {
         match self {
             Self::Message(m) => Some(m),
-            Self::Interrupted => None,
+            Self::Interrupted | Self::RoomChanged(_) => None,
         }
     }
 }
@@ -187,6 +196,31 @@ impl FeedEvent {
 pub trait RoomBinding: Send + Sync {
     async fn bind(&self, room: &RoomId) -> Result<(), QueueError>;
     async fn unbind(&self, room: &RoomId) -> Result<(), QueueError>;
+}
+
+/// How brokers carry an announced room change, beside the messages on the same routes:
+/// `{"room_changed":"ROOM"}`, which no message (nor SQS batch of them) decodes as.
+#[cfg(any(feature = "amqp", feature = "sqs"))]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Announcement {
+    pub(crate) room_changed: RoomId,
+}
+
+#[cfg(any(feature = "amqp", feature = "sqs"))]
+impl Announcement {
+    pub(crate) fn encode(room: &RoomId) -> Result<Vec<u8>, QueueError> {
+        let a = Announcement {
+            room_changed: room.clone(),
+        };
+        serde_json::to_vec(&a)
+            .map_err(|e| QueueError::Unavailable(format!("serializing a room change: {e}")))
+    }
+
+    pub(crate) fn decode(payload: &[u8]) -> Option<RoomId> {
+        serde_json::from_slice::<Announcement>(payload)
+            .ok()
+            .map(|a| a.room_changed)
+    }
 }
 
 /// Room interest kept in the process, for backends whose feed carries every room and is

@@ -368,9 +368,10 @@ async fn postgres_room_settings_survive_a_restart() {
     settings_survive_a_restart(&db.url).await;
 }
 
-/// Two gateways over one store: a change made through one gateway's API applies on the
-/// other once its cached settings expire (`ROOM_CACHE_TTL_MS`). Invalidation through the
-/// delivery bus, and removing connections already in the room, are phase 2.
+/// Two gateways over one store but each with its own embedded queue, so no bus carries
+/// the change between them: it applies on the other once its cached settings expire
+/// (`ROOM_CACHE_TTL_MS`), the backstop when an announcement is missed (removal.rs has
+/// the announced path).
 #[tokio::test]
 async fn another_gateway_applies_a_change_within_the_cache_ttl() {
     let (_dir, url) = temp_db();

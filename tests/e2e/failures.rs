@@ -326,6 +326,9 @@ impl DeliveryBus for PanicOnce {
     async fn subscribe(&self, g: &shared::GatewayId) -> Result<queue::Subscription, QueueError> {
         self.inner.subscribe(g).await
     }
+    async fn announce(&self, room: &shared::RoomId) -> Result<(), QueueError> {
+        self.inner.announce(room).await
+    }
 }
 
 async fn stored_ids(store: &store::Store, room: &str) -> Vec<String> {

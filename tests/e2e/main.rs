@@ -19,6 +19,7 @@ mod nginx;
 mod ordering;
 mod protocol;
 mod queue_contract;
+mod removal;
 mod replies;
 mod scale_out;
 mod sqs;

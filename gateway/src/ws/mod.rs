@@ -114,7 +114,7 @@ async fn serve(app: Arc<App>, user: UserId, claim: Option<RoomClaim>, socket: We
     let mut session = Session {
         app: app.clone(),
         user,
-        claim,
+        claim: claim.map(Arc::new),
         conn,
         tx,
         lagging: lagging.clone(),

@@ -28,12 +28,14 @@ pub struct Session {
     pub app: Arc<App>,
     pub user: UserId,
     /// The token's `rooms` claim; `None`: not limited by the token.
-    pub claim: Option<RoomClaim>,
+    pub claim: Option<Arc<RoomClaim>>,
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     pub lagging: Arc<AtomicBool>,
     /// Bytes waiting for the writer; replies wait for room in it.
     pub budget: Arc<Budget>,
+    /// Rooms joined, as this reader knows; a room change may have taken the connection
+    /// out of one since (see [`Session::is_joined`]).
     pub joined: HashSet<RoomId>,
     pub bucket: TokenBucket,
 }
@@ -139,6 +141,7 @@ impl Session {
                 Ok(Some(Outbound::Left(Box::new(LeftReply {
                     room,
                     reference,
+                    removed: false,
                 }))))
             }
             Command::Send { room, id, body } => {
@@ -147,7 +150,7 @@ impl Session {
                 self.allow(&room)
                     .await
                     .map_err(|e| with_ref(e, Some(id.as_str())))?;
-                if !self.joined.contains(&room) {
+                if !self.is_joined(&room) {
                     return Err(with_ref(not_joined(&room), Some(id.as_str())));
                 }
                 match self
@@ -173,7 +176,7 @@ impl Session {
                 limit,
             } => {
                 self.allow(&room).await.map_err(|e| with_ref(e, None))?;
-                if !self.joined.contains(&room) {
+                if !self.is_joined(&room) {
                     return Err(with_ref(not_joined(&room), None));
                 }
                 let messages = self
@@ -211,36 +214,11 @@ impl Session {
         since: Option<u64>,
         reference: Option<String>,
     ) -> Result<Option<Outbound>, CommandError> {
-        let unavailable = |what: &str| {
-            CommandError::new(
-                ErrorCode::Unavailable,
-                format!("cannot join now: {what}; retry shortly"),
-            )
-        };
         // Before anything of the room is bound or read (the replay of `since` included).
         self.allow(&room).await?;
-        let fresh = !self.joined.contains(&room);
-        if fresh {
-            let max = self.app.config.limits.max_rooms_per_connection as usize;
-            if self.joined.len() >= max {
-                return Err(CommandError::new(
-                    ErrorCode::BadRequest,
-                    format!("a connection may join at most {max} rooms"),
-                ));
-            }
-            // Joining goes first, so live messages that race the join are kept, not lost.
-            if !self.queue(Outbound::Joining(room.clone())).await {
-                return Ok(None);
-            }
-            let member = Member {
-                tx: self.tx.clone(),
-                lagging: self.lagging.clone(),
-            };
-            if let Err(e) = self.app.hub.join(&room, self.conn, member).await {
-                tracing::warn!(%room, error = %e, "binding a room failed");
-                self.queue(Outbound::Abandon(room)).await;
-                return Err(unavailable("the queue is not answering"));
-            }
+        let fresh = !self.is_joined(&room);
+        if fresh && !self.enter(&room).await? {
+            return Ok(None);
         }
         // Read after joining the hub: anything stored later is delivered live.
         let head = match self.app.store.head(&room).await {
@@ -254,6 +232,16 @@ impl Session {
                 return Err(unavailable("the store is not answering"));
             }
         };
+        // A room change that took the connection out meanwhile has queued its `left`:
+        // no `joined` (nor replay) may follow it.
+        if !self.app.hub.is_member(&room, self.conn) {
+            return Err(self.allow(&room).await.err().unwrap_or_else(|| {
+                CommandError::new(
+                    ErrorCode::Forbidden,
+                    format!("you were removed from {room}"),
+                )
+            }));
+        }
         self.joined.insert(room.clone());
         metrics::counter!("courier_joins_total").increment(1);
         Ok(Some(Outbound::Joined(Box::new(JoinedReply {
@@ -264,12 +252,57 @@ impl Session {
         }))))
     }
 
+    /// Adds the connection to `room` in the hub (the first part of a fresh join); false
+    /// when the writer is gone.
+    async fn enter(&mut self, room: &RoomId) -> Result<bool, CommandError> {
+        let max = self.app.config.limits.max_rooms_per_connection as usize;
+        if self.joined.len() >= max {
+            return Err(CommandError::new(
+                ErrorCode::BadRequest,
+                format!("a connection may join at most {max} rooms"),
+            ));
+        }
+        // Joining goes first, so live messages that race the join are kept, not lost.
+        if !self.queue(Outbound::Joining(room.clone())).await {
+            return Ok(false);
+        }
+        let member = Member {
+            user: self.user.clone(),
+            claim: self.claim.clone(),
+            tx: self.tx.clone(),
+            lagging: self.lagging.clone(),
+        };
+        if let Err(e) = self.app.hub.join(room, self.conn, member).await {
+            tracing::warn!(%room, error = %e, "binding a room failed");
+            self.queue(Outbound::Abandon(room.clone())).await;
+            return Err(unavailable("the queue is not answering"));
+        }
+        // Again, now that a room change would find this connection in the hub: one that
+        // the hub missed, because it came between the first check and the join, dropped
+        // the cached settings before it was announced, so this check sees it.
+        if let Err(e) = self.allow(room).await {
+            self.app.hub.leave(room, self.conn).await;
+            self.queue(Outbound::Abandon(room.clone())).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     /// `Ok` when this connection's user may join, send to and read `room`.
     async fn allow(&self, room: &RoomId) -> Result<(), CommandError> {
         self.app
             .access
-            .check(&self.user, self.claim.as_ref(), room)
+            .check(&self.user, self.claim.as_deref(), room)
             .await
+    }
+
+    /// True when the connection is in `room`; a room that a room change took it out of
+    /// is forgotten here, so joining it again (once allowed) joins the hub again.
+    fn is_joined(&mut self, room: &RoomId) -> bool {
+        if self.joined.contains(room) && !self.app.hub.is_member(room, self.conn) {
+            self.joined.remove(room);
+        }
+        self.joined.contains(room)
     }
 
     /// Leaves every room; called once the connection is over.
@@ -277,6 +310,13 @@ impl Session {
         let rooms = std::mem::take(&mut self.joined);
         self.app.hub.leave_all(rooms, self.conn).await;
     }
+}
+
+fn unavailable(what: &str) -> CommandError {
+    CommandError::new(
+        ErrorCode::Unavailable,
+        format!("cannot join now: {what}; retry shortly"),
+    )
 }
 
 fn not_joined(room: &RoomId) -> CommandError {

@@ -175,11 +175,16 @@ where
                 Box::pin(self.joined(room, head, since, reference)).await
             }
             Outbound::Left(l) => {
-                let LeftReply { room, reference } = *l;
+                let LeftReply {
+                    room,
+                    reference,
+                    removed,
+                } = *l;
                 self.forget(&room);
                 let ev = ServerEvent::Left {
                     room: &room,
                     reference: reference.as_deref(),
+                    reason: removed.then_some("removed"),
                 };
                 self.text(ev.to_json().into()).await
             }

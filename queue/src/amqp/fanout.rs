@@ -1,8 +1,10 @@
 //! Fan-out on RabbitMQ: processed messages go to a topic exchange with routing key
 //! `room.{room}`, from which each gateway's feed ([`super::feed`]) takes its rooms.
+//! A room change goes the same way, so it reaches exactly the gateways with members in
+//! the room (the others read fresh settings when someone joins).
 
 use super::connection::{Link, Outgoing, json_properties};
-use crate::QueueError;
+use crate::{Announcement, QueueError};
 use shared::ids::RoomId;
 use shared::message::StoredMessage;
 use std::sync::Arc;
@@ -36,5 +38,21 @@ pub(super) async fn fan_out(
             mandatory: false,
         })
         .collect();
+    session.publish_confirmed(outgoing).await
+}
+
+/// Publishes a room change on the room's route; not persistent (it is worth nothing once
+/// the gateways' caches would have expired anyway), but confirmed.
+pub(super) async fn announce(link: &Link, room: &RoomId) -> Result<(), QueueError> {
+    let session = link.session()?;
+    let body = Announcement::encode(room)?;
+    let key = routing_key(room);
+    let outgoing = vec![Outgoing {
+        exchange: &link.names.delivery,
+        routing_key: &key,
+        payload: &body,
+        properties: json_properties(false),
+        mandatory: false,
+    }];
     session.publish_confirmed(outgoing).await
 }

@@ -4,7 +4,7 @@
 use super::connection::{Link, rpc};
 use super::fanout::routing_key;
 use super::subscribed::Subscribed;
-use crate::{FeedEvent, QueueError, RoomBinding, Subscription};
+use crate::{Announcement, FeedEvent, QueueError, RoomBinding, Subscription};
 use async_trait::async_trait;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, QueueBindOptions, QueueDeclareOptions};
@@ -169,13 +169,10 @@ async fn forward(
             Some(Err(e)) => return Some(e.to_string()),
             None => return Some("closed".into()),
         };
-        match serde_json::from_slice::<StoredMessage>(&d.data) {
-            Ok(m) => {
-                if tx.send(FeedEvent::Message(Arc::new(m))).await.is_err() {
-                    return None;
-                }
-            }
-            Err(e) => warn!(queue = %feed.queue, error = %e, "dropping an undecodable delivery"),
+        if let Some(event) = decode(&feed.queue, &d.data)
+            && tx.send(event).await.is_err()
+        {
+            return None;
         }
         // Acking only after the hand-over keeps the broker's prefetch as backpressure.
         unacked += 1;
@@ -186,6 +183,20 @@ async fn forward(
                 return Some(format!("ack failed: {e}"));
             }
         }
+    }
+}
+
+/// A message, or a room change (see [`Announcement`]); `None` for anything else.
+fn decode(queue: &str, data: &[u8]) -> Option<FeedEvent> {
+    match serde_json::from_slice::<StoredMessage>(data) {
+        Ok(m) => Some(FeedEvent::Message(Arc::new(m))),
+        Err(e) => match Announcement::decode(data) {
+            Some(room) => Some(FeedEvent::RoomChanged(room)),
+            None => {
+                warn!(%queue, error = %e, "dropping an undecodable delivery");
+                None
+            }
+        },
     }
 }
 

@@ -96,6 +96,10 @@ impl DeliveryBus for AmqpQueue {
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
         feed::subscribe(self.link.clone(), gateway, self.opts.delivery_buffer).await
     }
+
+    async fn announce(&self, room: &RoomId) -> Result<(), QueueError> {
+        fanout::announce(&self.link, room).await
+    }
 }
 
 #[async_trait]

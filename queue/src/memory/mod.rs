@@ -268,6 +268,21 @@ impl DeliveryBus for MemoryQueue {
         Ok(())
     }
 
+    /// To every subscription, bound to the room or not: they are all in this process,
+    /// and one that is not bound drops a cached entry it would otherwise keep to its TTL.
+    async fn announce(&self, room: &RoomId) -> Result<(), QueueError> {
+        let targets: Vec<mpsc::Sender<FeedEvent>> = {
+            let mut subs = lock(&self.inner.subscribers);
+            subs.retain(|s| !s.tx.is_closed());
+            subs.iter().map(|s| s.tx.clone()).collect()
+        };
+        for tx in targets {
+            // A closed receiver is a gateway that went away: nothing is owed to it.
+            let _ = tx.send(FeedEvent::RoomChanged(room.clone())).await;
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self, _gateway: &GatewayId) -> Result<Subscription, QueueError> {
         let (tx, rx) = mpsc::channel(self.inner.opts.delivery_buffer.max(1));
         let rooms = Arc::new(Mutex::new(HashSet::new()));

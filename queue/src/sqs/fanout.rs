@@ -6,12 +6,16 @@
 //! The list of gateway queues is cached and re-listed (`ListQueues`) when it is older
 //! than `DISCOVER_EVERY`; a new gateway waits that long (twice, plus a margin) before it
 //! serves, so no worker sends a message it should have without it.
+//!
+//! A room change ([`announce`]) goes the same way, to every gateway queue: SQS has no
+//! per-room routing, and a gateway without members in the room just drops its cache entry.
 
 use super::Shared;
 use super::codec::{Body, MAX_BODY};
 use super::connection::{CALL_TIMEOUT, call};
 use super::topology::list_queues;
-use crate::QueueError;
+use crate::{Announcement, QueueError};
+use shared::ids::RoomId;
 use shared::message::StoredMessage;
 use shared::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,7 +100,18 @@ pub(super) async fn fan_out(
     if messages.is_empty() {
         return Ok(());
     }
-    let bodies = Arc::new(pack(messages)?);
+    send_all(s, Arc::new(pack(messages)?)).await
+}
+
+/// Sends one body saying `room` changed to every gateway queue.
+pub(super) async fn announce(s: &Arc<Shared>, room: &RoomId) -> Result<(), QueueError> {
+    let body = Body::encode(&Announcement::encode(room)?);
+    send_all(s, Arc::new(vec![body])).await
+}
+
+/// Sends every body to every gateway queue; Ok once SQS accepted them for each one that
+/// still exists.
+async fn send_all(s: &Arc<Shared>, bodies: Arc<Vec<Body>>) -> Result<(), QueueError> {
     let targets = s.directory.targets(s).await?;
     let mut sends = JoinSet::new();
     let mut first_error = None;

@@ -15,7 +15,7 @@ use super::connection::{
 use super::fanout::{DISCOVER_EVERY, unpack};
 use super::topology::delete_queue;
 use super::{Shared, batch};
-use crate::{FeedEvent, QueueError, RoomSet, Subscription};
+use crate::{Announcement, FeedEvent, QueueError, RoomSet, Subscription};
 use aws_sdk_sqs::types::QueueAttributeName;
 use shared::ids::{GatewayId, RoomId};
 use shared::shutdown::backoff;
@@ -197,7 +197,8 @@ impl Feed {
     async fn forward(&self, messages: Vec<aws_sdk_sqs::types::Message>) -> bool {
         let mut receipts = Vec::with_capacity(messages.len());
         for m in &messages {
-            match unpack(&codec::payload_of(m)) {
+            let payload = codec::payload_of(m);
+            match unpack(&payload) {
                 Ok(list) => {
                     for stored in list {
                         let bound = lock(&self.rooms).contains(&stored.room);
@@ -212,9 +213,16 @@ impl Feed {
                         }
                     }
                 }
-                Err(e) => {
-                    warn!(queue = %self.name, error = %e, "dropping an undecodable delivery")
-                }
+                Err(e) => match Announcement::decode(&payload) {
+                    Some(room) => {
+                        if self.tx.send(FeedEvent::RoomChanged(room)).await.is_err() {
+                            return false;
+                        }
+                    }
+                    None => {
+                        warn!(queue = %self.name, error = %e, "dropping an undecodable delivery")
+                    }
+                },
             }
             if let Some(r) = m.receipt_handle() {
                 receipts.push(r.to_owned());

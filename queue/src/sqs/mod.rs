@@ -33,7 +33,7 @@ use super::{
 use async_trait::async_trait;
 pub use connection::AwsOverrides;
 pub use consume::Ticket;
-use shared::ids::GatewayId;
+use shared::ids::{GatewayId, RoomId};
 use shared::message::{MessageKey, StoredMessage};
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,6 +295,10 @@ impl DeliveryBus for SqsQueue {
 
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
         feed::subscribe(self.shared.clone(), gateway).await
+    }
+
+    async fn announce(&self, room: &RoomId) -> Result<(), QueueError> {
+        fanout::announce(&self.shared, room).await
     }
 }
 
