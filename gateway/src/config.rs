@@ -120,13 +120,15 @@ pub struct Limits {
     pub max_rooms_per_connection: u32,
 
     /// Rooms whose settings (private or not, members) this gateway keeps in memory; a
-    /// join, send or history of another room reads them from the store. This gateway's
-    /// HTTP API drops a room's entry when it changes the room.
+    /// join, send or history of another room reads them from the store. A change through
+    /// any gateway's HTTP API drops the room's entry on every gateway (announced through
+    /// the queue).
     #[arg(long, env = "ROOM_CACHE_SIZE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub room_cache_size: u32,
 
     /// Longest a cached room's settings are used before they are read again, in ms: how
-    /// long a change made through another gateway's HTTP API may take to apply here.
+    /// long a change may take to apply here when its announcement through the queue is
+    /// missed (the broker was away), or when it was made in the store directly.
     #[arg(long, env = "ROOM_CACHE_TTL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub room_cache_ttl_ms: u64,
 
