@@ -4,7 +4,7 @@
 //! and gets nothing more of the room. The gateways' cached settings live far longer than
 //! that here, so only the announced change can explain the removal.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::helpers::*;
 use crate::queue_contract::BROKER_FAULTS;
 use reqwest::Method;
@@ -147,8 +147,21 @@ async fn making_a_public_room_private_removes_non_members() {
 )]
 async fn a_member_on_another_gateway_is_removed_within_two_seconds() {
     let _faults = BROKER_FAULTS.lock().await;
+    removed_on_another_gateway(Backend::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
+async fn sqs_a_member_on_another_gateway_is_removed_within_two_seconds() {
+    removed_on_another_gateway(Backend::Sqs).await;
+}
+
+async fn removed_on_another_gateway(backend: Backend) {
     let ttl = LONG_TTL_MS.to_string();
-    let c = Cluster::start(2, 1, &[("ROOM_CACHE_TTL_MS", &ttl)]).await;
+    let c = Cluster::start_on(backend, 2, 1, &[("ROOM_CACHE_TTL_MS", &ttl)]).await;
     let crew = json!({"private":true,"members":["alice","bob","carol"]});
     assert_eq!(
         api(c.addr(0), Method::PUT, "/api/rooms/crew", Some(crew)).await,
