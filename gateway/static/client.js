@@ -473,6 +473,8 @@ export class CourierClient {
       case 'error':
         return this._error(f);
       case 'left':
+        if (f.reason === 'removed' && f.ref === undefined) return this._removed(f);
+        return this._reply(f);
       case 'history':
       case 'pong':
         return this._reply(f);
@@ -491,6 +493,19 @@ export class CourierClient {
     // Rejoin first: a state listener that joins a room then sends that join only once.
     for (const r of this._rooms.values()) this._sendJoin(r);
     this._setState('connected', { user: f.user, session: f.session, gateway: f.gateway });
+  }
+
+  /**
+   * The gateway took this connection out of a room it may no longer use (a private room
+   * it was removed from): the room is forgotten, not rejoined after a reconnect. Sends
+   * already on the wire get their own answer (`forbidden` once refused).
+   */
+  _removed(f) {
+    const r = this._rooms.get(f.room);
+    if (!r) return;
+    this._rooms.delete(f.room);
+    this._clearRoomTimer(r);
+    this._emit('left', { room: f.room, reason: 'removed' });
   }
 
   _sendJoin(r) {

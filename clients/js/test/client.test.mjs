@@ -491,6 +491,24 @@ test('leave stops delivery and rejects that room sends', async () => {
   assert.deepEqual(t.client.rooms, []);
 });
 
+test('removed from a private room: a left event, no more of its messages, no rejoin', async () => {
+  const t = setup();
+  const ws = await joined(t, 'secret', 0);
+  const left = [];
+  t.client.on('left', (e) => left.push(e));
+  ws.push(msg('secret', 1));
+  ws.push({ type: 'left', room: 'secret', reason: 'removed' });
+  ws.push(msg('secret', 2));
+  assert.deepEqual(t.got, ['secret:1']);
+  assert.deepEqual(left, [{ room: 'secret', reason: 'removed' }]);
+  assert.deepEqual(t.client.rooms, []);
+  ws.close(1012, 'restart');
+  await t.clock.advance(10_000);
+  const again = t.last();
+  again.accept();
+  assert.deepEqual(again.take('join'), [], 'the room is not rejoined');
+});
+
 test('a silent connection is dropped and replaced; a hello that never comes too', async () => {
   const t = setup({ pingInterval: 1000, pongTimeout: 500, connectTimeout: 2000 });
   const ws = await joined(t, 'lobby', 0);
