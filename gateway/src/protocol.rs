@@ -14,6 +14,8 @@ pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
 pub const HISTORY_MAX_LIMIT: u32 = 200;
 /// How many missing messages a `join` with `since` replays at most.
 pub const REPLAY_MAX: u64 = 500;
+/// Most rooms a `rooms` reply lists: one bounded store query per command.
+pub const ROOMS_LIST_MAX: u32 = 200;
 
 /// The error codes of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -106,6 +108,8 @@ pub enum Command {
         before: Option<u64>,
         limit: u32,
     },
+    /// The private rooms the user is a member of and their direct rooms with messages.
+    Rooms,
     Ping,
 }
 
@@ -117,6 +121,7 @@ impl Command {
             Self::Leave { .. } => "leave",
             Self::Send { .. } => "send",
             Self::History { .. } => "history",
+            Self::Rooms => "rooms",
             Self::Ping => "ping",
         }
     }
@@ -200,6 +205,7 @@ fn parse_fields(obj: &Map<String, Value>) -> Result<Command, CommandError> {
                 limit,
             }
         }
+        "rooms" => Command::Rooms,
         "ping" => Command::Ping,
         other => {
             let shown: String = other.chars().take(32).collect();
@@ -268,6 +274,11 @@ pub enum ServerEvent<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
     },
+    Rooms {
+        rooms: &'a [RoomId],
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    },
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
@@ -315,6 +326,11 @@ mod tests {
         assert_eq!(
             parse_command(r#"{"type":"ping"}"#).unwrap().command,
             Command::Ping
+        );
+        let r = parse_command(r#"{"type":"rooms","ref":"r2"}"#).unwrap();
+        assert_eq!(
+            (r.command, r.reference.as_deref()),
+            (Command::Rooms, Some("r2"))
         );
     }
 
@@ -388,6 +404,15 @@ mod tests {
             reference: None,
         };
         assert_eq!(ev.to_json(), r#"{"type":"joined","room":"lobby","head":7}"#);
+        let rooms = [room.clone()];
+        let ev = ServerEvent::Rooms {
+            rooms: &rooms,
+            reference: Some("r"),
+        };
+        assert_eq!(
+            ev.to_json(),
+            r#"{"type":"rooms","rooms":["lobby"],"ref":"r"}"#
+        );
         let e = CommandError::new(ErrorCode::NotJoined, "join first");
         assert_eq!(
             e.to_event().to_json(),

@@ -19,6 +19,28 @@ const ADD_MEMBER: &str = "INSERT INTO room_members (room, member) VALUES ($1, $2
      ON CONFLICT (room, member) DO NOTHING";
 const REMOVE_MEMBER: &str = "DELETE FROM room_members WHERE room = $1 AND member = $2";
 const IS_MEMBER: &str = "SELECT 1 FROM room_members WHERE room = $1 AND member = $2";
+/// The private rooms `$1` is a member of, and the direct rooms `dm:A:B` naming `$1` that
+/// have a stored message (`room_seq` has one row per room with messages: far fewer rows
+/// than `messages`). `substr` and `length`, not `LIKE`: a user name may hold `_`.
+macro_rules! rooms_of {
+    ($order:literal) => {
+        concat!(
+            "SELECT room FROM (",
+            "SELECT m.room AS room FROM room_members m JOIN rooms r ON r.room = m.room ",
+            "WHERE m.member = $1 AND r.private = 1 ",
+            "UNION SELECT room FROM room_seq WHERE substr(room, 1, 3) = 'dm:' AND (",
+            "substr(room, 1, length($1) + 4) = 'dm:' || $1 || ':' ",
+            "OR substr(room, length(room) - length($1)) = ':' || $1)",
+            ") AS u ORDER BY ",
+            $order,
+            " LIMIT $2"
+        )
+    };
+}
+/// SQLite compares text by bytes; PostgreSQL by the database's collation unless told, and
+/// the limit must cut the same list on both.
+const ROOMS_OF_SQLITE: &str = rooms_of!("room");
+const ROOMS_OF_POSTGRES: &str = rooms_of!("room COLLATE \"C\"");
 
 /// A room's settings. A room never configured is public with no members.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -166,6 +188,40 @@ impl Store {
                 .await?
                 .is_some()),
         }
+    }
+
+    /// The private rooms `user` is a member of and the direct rooms naming them that hold
+    /// at least one message: at most `limit`, the first by byte order, sorted. The
+    /// caller still applies the access rule (a malformed `dm:` name, a token's claim).
+    pub async fn rooms_of(&self, user: &UserId, limit: u32) -> Result<Vec<RoomId>, Error> {
+        let user = user.as_str().to_owned();
+        let limit = i64::from(limit);
+        let names: Vec<String> = match &self.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |conn| {
+                    conn.prepare_cached(ROOMS_OF_SQLITE)?
+                        .query_map(rusqlite::params![user, limit], |r| r.get(0))?
+                        .collect::<Result<_, _>>()
+                })
+                .await?
+            }
+            Backend::Postgres(p) => sqlx::query(ROOMS_OF_POSTGRES)
+                .bind(user)
+                .bind(limit)
+                .fetch_all(p.pool())
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut rooms = names
+            .iter()
+            .map(|n| RoomId::parse(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Error::Corrupt("stored room name is invalid".into()))?;
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
     }
 
     /// Runs `ADD_MEMBER` or `REMOVE_MEMBER`; true when a row changed.

@@ -407,3 +407,38 @@ async fn another_gateway_applies_a_change_within_the_cache_ttl() {
     }
     refused_everywhere(&mut bob, "shared", "forbidden").await;
 }
+
+/// `rooms` lists the private rooms the user is a member of and their direct rooms with a
+/// message, sorted by bytes, within the token's claim; never someone else's.
+#[tokio::test]
+async fn rooms_lists_a_users_private_and_direct_rooms() {
+    let g = TestGateway::start_with(|c| c.jwt_secret = Some(SECRET.into())).await;
+    for (room, members) in [("team-7:ops", json!(["alice"])), ("zz", json!(["bob"]))] {
+        let put = json!({"private":true,"members":members});
+        let path = format!("/api/rooms/{room}");
+        assert_eq!(api(&g, Method::PUT, &path, Some(put)).await.0, 200);
+    }
+    let mut alice = client_with(&g, "alice", None).await;
+    let rooms = |v: Value| v["rooms"].clone();
+    let listed = ask(&mut alice, json!({"type":"rooms"}), "r-0").await;
+    assert_eq!(listed["type"], "rooms", "{listed}");
+    assert_eq!(rooms(listed), json!(["team-7:ops"]));
+    // Joined without a message: not listed yet; after one, for both of them.
+    let mut bob = client_with(&g, "bob", None).await;
+    assert_eq!(alice.join("dm:alice:bob").await["type"], "joined");
+    let listed = ask(&mut alice, json!({"type":"rooms"}), "r-1").await;
+    assert_eq!(rooms(listed), json!(["team-7:ops"]));
+    chat(&mut alice, &mut bob, "dm:alice:bob", "r-1").await;
+    let listed = ask(&mut alice, json!({"type":"rooms"}), "r-2").await;
+    assert_eq!(rooms(listed), json!(["dm:alice:bob", "team-7:ops"]));
+    let listed = ask(&mut bob, json!({"type":"rooms"}), "r-3").await;
+    assert_eq!(rooms(listed), json!(["dm:alice:bob", "zz"]));
+    // Carol is in none of them; a claim narrows the list.
+    let mut carol = client_with(&g, "carol", None).await;
+    let listed = ask(&mut carol, json!({"type":"rooms"}), "r-4").await;
+    assert_eq!(rooms(listed), json!([]));
+    let mut narrow = client_with(&g, "alice", Some(json!(["team-7:*"]))).await;
+    let listed = ask(&mut narrow, json!({"type":"rooms"}), "r-5").await;
+    assert_eq!(rooms(listed), json!(["team-7:ops"]));
+    assert_saw_nothing_private(&mut carol, &["dm:alice:bob", "team-7:ops", "zz"]).await;
+}

@@ -234,3 +234,79 @@ async fn postgres_room_settings_are_kept() {
     let db = TempPostgres::create().await;
     room_settings_are_kept(&db.url).await;
 }
+
+pub async fn rooms_of_lists_private_rooms_and_direct_rooms_with_messages(url: &str) {
+    let store = store::Store::connect(url, Default::default())
+        .await
+        .unwrap();
+    let user = |s: &str| UserId::parse(s).unwrap();
+    let room = |s: &str| RoomId::parse(s).unwrap();
+    let alice = user("alice");
+    store
+        .put_room(&room("zeta"), true, &[alice.clone()])
+        .await
+        .unwrap();
+    store
+        .put_room(&room("Alpha"), true, &[alice.clone()])
+        .await
+        .unwrap();
+    // Public, though alice is listed: not a private room of hers.
+    store
+        .put_room(&room("open"), false, &[alice.clone()])
+        .await
+        .unwrap();
+    store
+        .put_room(&room("other"), true, &[user("bob")])
+        .await
+        .unwrap();
+    // No message yet: not listed.
+    store
+        .put_room(&room("dm:alice:zoe"), true, &[])
+        .await
+        .unwrap();
+    let batch = [
+        msg("dm:alice:bob", "alice", "1"),
+        msg("dm:Carl:alice", "Carl", "2"),
+        msg("dm:bob:carol", "bob", "3"),
+        msg("dm:alice_x:bob", "bob", "4"),
+        msg("dm:bob:xalice", "bob", "5"),
+        msg("lobby", "alice", "6"),
+    ];
+    store.store_batch(&batch).await.unwrap();
+    let names = |rooms: Vec<RoomId>| -> Vec<String> {
+        rooms.iter().map(|r| r.as_str().to_owned()).collect()
+    };
+    assert_eq!(
+        names(store.rooms_of(&alice, 200).await.unwrap()),
+        ["Alpha", "dm:Carl:alice", "dm:alice:bob", "zeta"],
+        "byte order"
+    );
+    assert_eq!(
+        names(store.rooms_of(&alice, 2).await.unwrap()),
+        ["Alpha", "dm:Carl:alice"],
+        "the limit keeps the first by byte order"
+    );
+    assert!(
+        store
+            .rooms_of(&user("nobody"), 200)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_rooms_of_lists_private_rooms_and_direct_rooms_with_messages() {
+    let (_dir, url) = temp_db();
+    rooms_of_lists_private_rooms_and_direct_rooms_with_messages(&url).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
+async fn postgres_rooms_of_lists_private_rooms_and_direct_rooms_with_messages() {
+    let db = TempPostgres::create().await;
+    rooms_of_lists_private_rooms_and_direct_rooms_with_messages(&db.url).await;
+}

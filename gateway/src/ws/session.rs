@@ -1,11 +1,13 @@
 //! A connection's reader: parses each command, runs it, queues the reply for the writer.
 
 use super::outbox::{self, Budget};
-use crate::access::RoomClaim;
+use crate::access::{RoomClaim, direct_pair};
 use crate::app::App;
 use crate::hub::{ConnId, JoinedReply, LeftReply, Member, Outbound};
 use crate::page::history_frame;
-use crate::protocol::{Command, CommandError, ErrorCode, Request, ServerEvent, parse_command};
+use crate::protocol::{
+    Command, CommandError, ErrorCode, ROOMS_LIST_MAX, Request, ServerEvent, parse_command,
+};
 use crate::ratelimit::TokenBucket;
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
@@ -198,6 +200,14 @@ impl Session {
                 let frame = history_frame(&room, &messages, reference.as_deref());
                 Ok(Some(Outbound::Frame(frame.into())))
             }
+            Command::Rooms => {
+                let rooms = self.rooms().await.map_err(|e| with_ref(e, None))?;
+                let ev = ServerEvent::Rooms {
+                    rooms: &rooms,
+                    reference: reference.as_deref(),
+                };
+                Ok(Some(Outbound::Frame(ev.to_json().into())))
+            }
             Command::Ping => Ok(Some(Outbound::Frame(
                 ServerEvent::Pong {
                     reference: reference.as_deref(),
@@ -286,6 +296,35 @@ impl Session {
             return Err(e);
         }
         Ok(true)
+    }
+
+    /// The private rooms the user is a member of and their direct rooms with messages,
+    /// as far as the token's claim allows; at most `ROOMS_LIST_MAX`, sorted by bytes.
+    async fn rooms(&self) -> Result<Vec<RoomId>, CommandError> {
+        let stored = self
+            .app
+            .store
+            .rooms_of(&self.user, ROOMS_LIST_MAX)
+            .await
+            .map_err(|e| {
+                tracing::error!(user = %self.user, error = %e, "listing a user's rooms failed");
+                CommandError::new(
+                    ErrorCode::Unavailable,
+                    "the room list is unavailable; retry shortly",
+                )
+            })?;
+        // The store matched names by text; a direct room must also parse as one naming
+        // this user (a malformed `dm:` name is no one's), and the token may allow fewer.
+        let listed = stored
+            .into_iter()
+            .filter(|room| match direct_pair(room) {
+                Ok(Some((a, b))) => a == self.user || b == self.user,
+                Ok(None) => true,
+                Err(_) => false,
+            })
+            .filter(|room| self.claim.as_ref().is_none_or(|c| c.allows(room)))
+            .collect();
+        Ok(listed)
     }
 
     /// `Ok` when this connection's user may join, send to and read `room`.
