@@ -286,6 +286,15 @@ export class CourierClient {
     return this._request(cmd, 'history', room, this._o.historyRetries).then((f) => f.messages || []);
   }
 
+  /**
+   * The private rooms this user is a member of and their direct rooms (`dm:A:B`) with
+   * messages, sorted, at most 200: a Promise of room names. Joined or not; needs a
+   * connection. Not the `rooms` getter, which names the rooms joined here.
+   */
+  listRooms() {
+    return this._request({ type: 'rooms' }, 'rooms', undefined, this._o.historyRetries).then((f) => f.rooms || []);
+  }
+
   // ---- connection ---------------------------------------------------------------------
 
   _open() {
@@ -476,6 +485,7 @@ export class CourierClient {
         if (f.reason === 'removed' && f.ref === undefined) return this._removed(f);
         return this._reply(f);
       case 'history':
+      case 'rooms':
       case 'pong':
         return this._reply(f);
       default:

@@ -582,3 +582,23 @@ test('a room whose store was reset starts over at its new head', async () => {
   assert.deepEqual(t.got, ['lobby:11', 'lobby:1']);
   assert.equal(t.errors.at(-1).code, 'room_reset');
 });
+
+test('listRooms asks for the private and direct rooms, joined or not, and retries an unavailable store', async () => {
+  const t = setup();
+  await assert.rejects(t.client.listRooms(), { code: 'disconnected' });
+  const ws = await joined(t, 'lobby', 0);
+  const p = t.client.listRooms();
+  const [cmd] = ws.take('rooms');
+  assert.ok(cmd.ref);
+  ws.push({ type: 'error', code: 'unavailable', message: 'retry shortly', ref: cmd.ref });
+  await t.clock.advance(2000);
+  const [again] = ws.take('rooms');
+  assert.equal(again.ref, cmd.ref);
+  ws.push({ type: 'rooms', rooms: ['dm:alice:bob', 'team-7:ops'], ref: cmd.ref });
+  assert.deepEqual(await p, ['dm:alice:bob', 'team-7:ops']);
+  assert.deepEqual(t.client.rooms, ['lobby'], 'the getter still names the joined rooms');
+  const q = t.client.listRooms();
+  const [third] = ws.take('rooms');
+  ws.push({ type: 'error', code: 'forbidden', message: 'no', ref: third.ref });
+  await assert.rejects(q, { code: 'forbidden' });
+});
