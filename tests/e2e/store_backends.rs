@@ -243,16 +243,16 @@ pub async fn rooms_of_lists_private_rooms_and_direct_rooms_with_messages(url: &s
     let room = |s: &str| RoomId::parse(s).unwrap();
     let alice = user("alice");
     store
-        .put_room(&room("zeta"), true, &[alice.clone()])
+        .put_room(&room("zeta"), true, std::slice::from_ref(&alice))
         .await
         .unwrap();
     store
-        .put_room(&room("Alpha"), true, &[alice.clone()])
+        .put_room(&room("Alpha"), true, std::slice::from_ref(&alice))
         .await
         .unwrap();
     // Public, though alice is listed: not a private room of hers.
     store
-        .put_room(&room("open"), false, &[alice.clone()])
+        .put_room(&room("open"), false, std::slice::from_ref(&alice))
         .await
         .unwrap();
     store
