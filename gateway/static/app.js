@@ -21,6 +21,10 @@ const ui = {
   roomList: $('room-list'),
   joinForm: $('join-form'),
   roomName: $('room-name'),
+  privateList: $('private-list'),
+  privateEmpty: $('private-empty'),
+  dmForm: $('dm-form'),
+  dmName: $('dm-name'),
   title: $('room-title'),
   leave: $('leave'),
   scroller: $('scroller'),
@@ -42,6 +46,8 @@ const rooms = new Map();
 let current = null;
 let noticeTimer = null;
 let signedInAs = null;
+/** The private and direct rooms last listed by the gateway. */
+let privateRooms = [];
 
 const store = {
   get(key, fallback) {
@@ -169,6 +175,8 @@ function onMessage(m) {
   r.timeline.append(renderMessage(m));
   r.seqs.add(m.seq);
   if (r.oldest === null || m.seq < r.oldest) r.oldest = m.seq;
+  // A direct room is listed once it has a message.
+  if (m.room.startsWith('dm:') && !privateRooms.includes(m.room)) refreshPrivate();
   const mine = r.outbox.get(m.id);
   if (mine && m.from === client.user) {
     mine.remove();
@@ -345,15 +353,58 @@ function addRoom(name) {
       if (rooms.get(name) !== r) return;
       r.ready = true;
       r.view.dataset.joined = 'true';
+      if (name.startsWith('dm:') || !privateRooms.includes(name)) refreshPrivate();
       if (r.oldest === null || head + 1 < r.oldest) r.oldest = head + 1;
       loadOlder(r);
     },
     (e) => {
       if (rooms.get(name) !== r) return;
-      notify(`Could not join ${name}: ${e.message}`);
+      notify(e.code === 'forbidden' ? `You are not a member of the private room ${name}.` : `Could not join ${name}: ${e.message}`);
       removeRoom(name);
     },
   );
+}
+
+// ---- private and direct rooms -------------------------------------------------------
+
+/** Asks the gateway which private and direct rooms this user has, and lists them. */
+function refreshPrivate() {
+  client.listRooms().then(showPrivate, () => {
+    // Offline or the store is slow: the list is refreshed on the next connect or join.
+  });
+}
+
+function showPrivate(names) {
+  privateRooms = names;
+  const me = client.user;
+  const items = names.map((name) => {
+    const li = el('li', 'room-tab');
+    const button = el('button', 'room-button');
+    button.type = 'button';
+    button.dataset.room = name;
+    // A direct room is shown by the other person's name.
+    const pair = directPair(name);
+    const label = pair ? (pair[0] === me ? pair[1] : pair[0]) : name;
+    if (pair) button.classList.add('dm');
+    button.append(el('span', 'room-label', label));
+    button.title = name;
+    button.addEventListener('click', () => addRoom(name));
+    li.append(button);
+    return li;
+  });
+  ui.privateList.replaceChildren(...items);
+  ui.privateEmpty.hidden = names.length > 0;
+}
+
+/** The two users of a direct room `dm:A:B`, or null. */
+function directPair(name) {
+  const parts = name.split(':');
+  return parts.length === 3 && parts[0] === 'dm' ? [parts[1], parts[2]] : null;
+}
+
+/** The direct room of `me` and `other`: `dm:A:B` with A < B in byte order (names are ASCII). */
+function directRoom(me, other) {
+  return me < other ? `dm:${me}:${other}` : `dm:${other}:${me}`;
 }
 
 function removeRoom(name) {
@@ -405,6 +456,16 @@ function start({ user, token }) {
   client.on('state', showState);
   client.on('message', onMessage);
   client.on('error', (e) => notify(e.message));
+  client.on('state', (st) => {
+    if (st.state === 'connected') refreshPrivate();
+  });
+  // The gateway took us out of a room we may no longer use; the client forgot it.
+  client.on('left', ({ room, reason }) => {
+    if (reason !== 'removed') return;
+    removeRoom(room);
+    notify(`You were removed from ${room}: you are no longer a member of this private room.`);
+    refreshPrivate();
+  });
   // The first page of history may have failed with the connection: retry on rejoin.
   client.on('joined', ({ room }) => {
     const r = rooms.get(room);
@@ -441,6 +502,22 @@ ui.joinForm.addEventListener('submit', (ev) => {
   }
   ui.roomName.value = '';
   addRoom(name);
+});
+
+ui.dmForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const other = ui.dmName.value.trim();
+  const me = client.user || signedInAs;
+  if (!NAME_RE.test(other) || other.includes(':')) {
+    notify('User names are 1 to 64 letters, digits, or _ . -');
+    return;
+  }
+  if (!me || other === me) {
+    notify('Pick someone else to message.');
+    return;
+  }
+  ui.dmName.value = '';
+  addRoom(directRoom(me, other));
 });
 
 ui.leave.addEventListener('click', () => {

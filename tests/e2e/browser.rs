@@ -174,6 +174,27 @@ impl Browser {
         .await;
     }
 
+    /// Starts (or opens) the direct room with `other` from the page's form.
+    async fn start_dm(&self, other: &str, room: &str) {
+        let input = self.client.find(Locator::Id("dm-name")).await.unwrap();
+        input.send_keys(other).await.unwrap();
+        self.client
+            .find(Locator::Id("dm-button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for(
+            &format!("{room} joined and shown"),
+            &format!(
+                "return !!document.querySelector('.room-view[data-room=\"{room}\"][data-loaded]:not([hidden])') \
+                 && document.getElementById('room-title').textContent === '{room}';"
+            ),
+        )
+        .await;
+    }
+
     /// Switches to `room` in the room list.
     async fn open_room(&self, room: &str) {
         self.client
@@ -700,4 +721,76 @@ async fn second_store_count(db_url: &str) -> u64 {
         .unwrap();
     let room = shared::RoomId::parse("lobby").unwrap();
     store.head(&room).await.unwrap()
+}
+
+/// Issue 12 on the page: alice and bob each start their direct room from the page and talk
+/// in it; carol, opening the same room, is told she is not a member and sees none of it.
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
+async fn a_direct_room_started_from_the_page_is_private_to_its_two_users() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let gw = TestGateway::start().await;
+    let (alice, bob, carol) = tokio::join!(
+        Browser::start("alice"),
+        Browser::start("bob"),
+        Browser::start("carol")
+    );
+    alice.sign_in(gw.addr, "alice").await;
+    bob.sign_in(gw.addr, "bob").await;
+    carol.sign_in(gw.addr, "carol").await;
+    let room = "dm:alice:bob";
+    alice.start_dm("bob", room).await;
+    bob.start_dm("alice", room).await;
+    alice.say("psst bob, eyes only").await;
+    bob.wait_count(1).await;
+    bob.say("got it, eyes only").await;
+    alice.wait_count(2).await;
+    let want = vec![
+        (1, "alice".to_owned(), "psst bob, eyes only".to_owned()),
+        (2, "bob".to_owned(), "got it, eyes only".to_owned()),
+    ];
+    assert_eq!(alice.messages().await, want);
+    assert_eq!(bob.messages().await, want);
+    // Listed among each one's direct rooms, by the other's name.
+    let listed = format!(
+        "const b = document.querySelector('#private-list .room-button[data-room=\"{room}\"]'); \
+         return b && b.textContent;"
+    );
+    assert_eq!(alice.wait_for("the room listed", &listed).await, "bob");
+    assert_eq!(bob.wait_for("the room listed", &listed).await, "alice");
+
+    // Carol opens the same room by name: refused, told why, shown nothing of it.
+    let input = carol.client.find(Locator::Id("room-name")).await.unwrap();
+    input.send_keys(room).await.unwrap();
+    carol
+        .client
+        .find(Locator::Id("join-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    carol
+        .wait_for(
+            "the refusal explained",
+            "const n = document.getElementById('notice'); \
+             return !n.hidden && n.textContent.includes('You are not a member of the private room dm:alice:bob');",
+        )
+        .await;
+    alice.say("still eyes only").await;
+    bob.wait_count(3).await;
+    let seen = carol
+        .js(&format!(
+            "return [!!document.querySelector('.room-view[data-room=\"{room}\"]'), \
+                     document.body.innerText.includes('eyes only'), \
+                     document.querySelectorAll('#private-list .room-button').length];"
+        ))
+        .await;
+    assert_eq!(seen, json!([false, false, 0]), "carol saw {seen}");
+    assert_eq!(carol.rooms().await, ["lobby"]);
+    carol.screenshot("dm-refused-carol").await;
+    tokio::join!(alice.quit(), bob.quit(), carol.quit());
 }
