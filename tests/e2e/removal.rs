@@ -189,3 +189,42 @@ async fn removed_on_another_gateway(backend: Backend) {
     saw_nothing_of(&mut bob, "crew").await;
     c.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "rabbitmq", feature = "postgres")),
+    ignore = "needs RabbitMQ and PostgreSQL: --features courier-tests/rabbitmq,courier-tests/postgres (scripts/test.sh)"
+)]
+async fn a_private_room_across_two_gateways_is_closed_to_non_members() {
+    let _faults = BROKER_FAULTS.lock().await;
+    let c = Cluster::start_on(Backend::RabbitMq, 2, 1, &[]).await;
+    let vault = json!({"private":true,"members":["alice","bob"]});
+    assert_eq!(
+        api(c.addr(0), Method::PUT, "/api/rooms/vault", Some(vault)).await,
+        200
+    );
+    let (mut alice, mut bob) = (c.client(0, "alice").await, c.client(1, "bob").await);
+    assert_eq!(alice.join("vault").await["type"], "joined");
+    assert_eq!(bob.join("vault").await["type"], "joined");
+    chat_on(&mut alice, &mut bob, "vault", "members").await;
+    // A non-member on each gateway: every way in is refused, and nothing of the room,
+    // before or after, reaches them.
+    for gw in [0, 1] {
+        let mut eve = c.client(gw, "eve").await;
+        let tries = [
+            json!({"type":"join","room":"vault","ref":"j"}),
+            json!({"type":"join","room":"vault","since":0,"ref":"s"}),
+            json!({"type":"history","room":"vault","ref":"h"}),
+            json!({"type":"send","room":"vault","id":"e-1","body":"let me in","ref":"w"}),
+        ];
+        for cmd in tries {
+            let r = cmd["ref"].clone();
+            eve.send(cmd).await;
+            let refused = eve.recv_where(|v| v["ref"] == r).await;
+            assert_eq!(refused["code"], "forbidden", "gateway {gw}: {refused}");
+        }
+        chat_on(&mut alice, &mut bob, "vault", &format!("while-eve-{gw}")).await;
+        saw_nothing_of(&mut eve, "vault").await;
+    }
+    c.destroy().await;
+}
