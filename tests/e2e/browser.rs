@@ -155,31 +155,23 @@ impl Browser {
 
     /// Joins `room` with the form beside the room list and waits until it is shown.
     async fn join_room(&self, room: &str) {
-        let input = self.client.find(Locator::Id("room-name")).await.unwrap();
-        input.send_keys(room).await.unwrap();
-        self.client
-            .find(Locator::Id("join-button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        self.wait_for(
-            &format!("{room} joined and shown"),
-            &format!(
-                "return !!document.querySelector('.room-view[data-room=\"{room}\"][data-loaded]:not([hidden])') \
-                 && document.getElementById('room-title').textContent === '{room}';"
-            ),
-        )
-        .await;
+        self.submit_and_show("room-name", "join-button", room, room)
+            .await;
     }
 
     /// Starts (or opens) the direct room with `other` from the page's form.
     async fn start_dm(&self, other: &str, room: &str) {
-        let input = self.client.find(Locator::Id("dm-name")).await.unwrap();
-        input.send_keys(other).await.unwrap();
+        self.submit_and_show("dm-name", "dm-button", other, room)
+            .await;
+    }
+
+    /// Types `text` into the field `input`, clicks `button`, and waits until `room` is
+    /// joined and shown.
+    async fn submit_and_show(&self, input: &str, button: &str, text: &str, room: &str) {
+        let field = self.client.find(Locator::Id(input)).await.unwrap();
+        field.send_keys(text).await.unwrap();
         self.client
-            .find(Locator::Id("dm-button"))
+            .find(Locator::Id(button))
             .await
             .unwrap()
             .click()
