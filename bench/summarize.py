@@ -93,6 +93,8 @@ def main():
         print(f"| {NAMES[t]} | {len(rs)} | {d:,.0f} | {ratio(d, rd)} | {ratio(d, sd)} | {und:,.0f} ({100*und/exp if exp else 0:.1f}%) "
               f"| {med(rs,'latency_ms','p50'):.1f} / {med(rs,'latency_ms','p99'):.1f} | {cpu:.2f} | {ratio(cpu, rc)} |")
 
+    machine_table(runs, rows, sior)
+
     print("\n### W3: 10,000 idle connections in 1,000 rooms\n")
     print("| system | runs | server RSS per connection KiB | vs reference |")
     print("|---|---|---|---|")
@@ -100,6 +102,23 @@ def main():
         k = med(rs, "rss_per_conn_kib")
         rk = med(ref("w3"), "rss_per_conn_kib") if ref("w3") else 0
         print(f"| {NAMES[t]} | {len(rs)} | {k:.2f} | {ratio(k, rk)} |")
+
+
+def machine_table(runs, rows, sior):
+    """Machine CPU per delivery: everything on the machine (brokers, databases, the
+    kernel's network work) but the load generator, read from /proc/stat."""
+    have = [(w, t, rs) for w in ("w1", "w2") for t, rs in rows(w)
+            if all("machine_cpu_us_per_delivery" in r for r in rs)]
+    if not have:
+        return
+    print("\n### Machine CPU per delivery (everything but the load generator)\n")
+    print("| workload | system | runs | machine busy | machine CPU µs per delivery | vs Socket.IO + Redis |")
+    print("|---|---|---|---|---|---|")
+    for w, t, rs in have:
+        m = med(rs, "machine_cpu_us_per_delivery")
+        base = sior(w)
+        sm = med(base, "machine_cpu_us_per_delivery") if base and all("machine_cpu_us_per_delivery" in r for r in base) else 0
+        print(f"| {w.upper()} | {NAMES[t]} | {len(rs)} | {100*med(rs,'machine_busy'):.0f}% | {m:.1f} | {ratio(m, sm)} |")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ pub fn sample(pid: u32) -> Sample {
     }
 }
 
+/// Clock ticks per second of `/proc/stat` and `/proc/PID/stat` (USER_HZ, 100 on Linux).
+pub const HZ: f64 = 100.0;
+
 /// Busy and total jiffies of the whole machine (`/proc/stat`).
 pub fn machine() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();

@@ -18,8 +18,18 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine_busy: f64, drain_s: f64) {
-    let result = run_json(args, s, procs, machine_busy, drain_s);
+/// The whole machine over the measured window.
+pub struct Machine {
+    /// Busy share of all cores, 0 to 1.
+    pub busy: f64,
+    /// CPU seconds used by everything on the machine except this driver.
+    pub cpu_s: f64,
+    /// CPU seconds this driver used.
+    pub driver_cpu_s: f64,
+}
+
+pub fn run(args: &RunArgs, s: &ConnStats, procs: &[ProcReport], machine: &Machine, drain_s: f64) {
+    let result = run_json(args, s, procs, machine, drain_s);
     print_run(args, s, procs, &result);
     println!("RESULT {result}");
 }
@@ -28,7 +38,7 @@ fn run_json(
     args: &RunArgs,
     s: &ConnStats,
     procs: &[ProcReport],
-    machine_busy: f64,
+    machine: &Machine,
     drain_s: f64,
 ) -> Value {
     let t = &args.target;
@@ -67,7 +77,10 @@ fn run_json(
         "server_cpu_us_per_delivery": if s.received_in_window > 0 { server_cpu * 1e6 / s.received_in_window as f64 } else { 0.0 },
         "server_rss_kib": procs.iter().map(|p| p.rss_kib).sum::<u64>(),
         "server_peak_rss_kib": procs.iter().map(|p| p.peak_rss_kib).sum::<u64>(),
-        "machine_busy": machine_busy,
+        "machine_busy": machine.busy,
+        "machine_cpu_s": machine.cpu_s,
+        "driver_cpu_s": machine.driver_cpu_s,
+        "machine_cpu_us_per_delivery": if s.received_in_window > 0 { machine.cpu_s * 1e6 / s.received_in_window as f64 } else { 0.0 },
         "processes": procs,
     })
 }
@@ -142,6 +155,15 @@ fn print_cpu(args: &RunArgs, procs: &[ProcReport], result: &Value) {
         server_cpu / args.duration,
         result["server_cpu_us_per_delivery"].as_f64().unwrap_or(0.0),
         result["machine_busy"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    println!(
+        "{:<28} {:.2} s, {:.2} µs per delivery (everything but this driver, {:.2} s)",
+        "machine CPU",
+        result["machine_cpu_s"].as_f64().unwrap_or(0.0),
+        result["machine_cpu_us_per_delivery"]
+            .as_f64()
+            .unwrap_or(0.0),
+        result["driver_cpu_s"].as_f64().unwrap_or(0.0),
     );
     for p in procs {
         println!(

@@ -78,9 +78,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .collect();
 
     sleep_until(measure_from).await;
+    let me = procstat::sample(std::process::id()).cpu_s;
     let (before, m0) = (procstat::sample_all(&procs), procstat::machine());
     sleep_until(send_end).await;
     let (after, m1) = (procstat::sample_all(&procs), procstat::machine());
+    let driver_cpu_s = procstat::sample(std::process::id()).cpu_s - me;
     while Instant::now() < plan.drain_end
         && totals.received.load(Relaxed) < totals.expected.load(Relaxed)
     {
@@ -92,12 +94,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for t in tasks {
         all.merge(t.await?);
     }
-    let machine_busy = (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64;
+    let machine = report::Machine {
+        busy: (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64,
+        // Everything that ran (brokers, databases, the kernel's network work) but this
+        // driver: what a deployment of the system under test costs.
+        cpu_s: ((m1.0 - m0.0) as f64 / procstat::HZ - driver_cpu_s).max(0.0),
+        driver_cpu_s,
+    };
     report::run(
         &args,
         &all,
         &procstat::window(&procs, &before, &after),
-        machine_busy,
+        &machine,
         drain_s,
     );
     Ok(())

@@ -118,6 +118,9 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: fmt::Debug,
 {
+    // Every SQS request is billed: counted per kind, so operators and the benchmark can
+    // see what a message costs in requests.
+    metrics::counter!("courier_sqs_requests_total", "call" => what.to_owned()).increment(1);
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(failure(what, &e)),
