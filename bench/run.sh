@@ -123,7 +123,9 @@ up() {
       fresh_pg $db
       export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
       if [ "$1" = rabbitmq-pg ]; then
-        export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench"
+        # AMQP_OPTIONS adds QUEUE_URL parameters, e.g. "ingest=classic&prefix=courier-bench-c"
+        # (a partition keeps the type it was first declared with: a new prefix for another).
+        export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench${AMQP_OPTIONS:+&$AMQP_OPTIONS}"
       else
         ./scripts/localstack.sh start >/dev/null
         export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1
@@ -132,11 +134,11 @@ up() {
         # slower than the W1 rate) must not land in the next one.
         export QUEUE_URL="sqs://courier-bench-$(date +%s)"
       fi
-      start w1 "$BIN/worker"
+      METRICS_BIND=127.0.0.1:9201 start w1 "$BIN/worker"
       sleep 1 # the first process declares the topology
-      start w2 "$BIN/worker"
-      BIND=127.0.0.1:8081 start g1 "$BIN/gateway"
-      BIND=127.0.0.1:8082 start g2 "$BIN/gateway"
+      METRICS_BIND=127.0.0.1:9202 start w2 "$BIN/worker"
+      BIND=127.0.0.1:8081 METRICS_BIND=127.0.0.1:9203 start g1 "$BIN/gateway"
+      BIND=127.0.0.1:8082 METRICS_BIND=127.0.0.1:9204 start g2 "$BIN/gateway"
       wait_port 8081; wait_port 8082
       unset QUEUE_URL DATABASE_URL
       URLS=(--url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws)
@@ -159,6 +161,33 @@ measure() { # topology workload run
   esac >"$log" 2>&1 || { echo "   failed, see $log"; tail -3 "$log"; return 0; }
   grep -v '^RESULT' "$log" | sed 's/^/   /'
   grep '^RESULT ' "$log" | sed 's/^RESULT //' >>"$RESULTS"
+  [ "$1" = sqs-pg ] && sqs_requests "$label" "$log"
+  return 0
+}
+
+# SQS requests of the four processes since they started (courier_sqs_requests_total,
+# by call), per message sent: what a message costs on AWS. Long polls of idle
+# consumers count too. Appended to DIR/sqs-requests.jsonl.
+sqs_requests() { # label loadgen-log
+  local sent
+  sent=$(grep '^RESULT ' "$2" | sed 's/^RESULT //' | python3 -c 'import json,sys; print(json.load(sys.stdin)["sent"])' 2>/dev/null) || return 0
+  for port in 9201 9202 9203 9204; do
+    curl -s "http://127.0.0.1:$port/metrics" || true
+  done | python3 -c '
+import json, re, sys
+label, sent = sys.argv[1], int(sys.argv[2])
+calls = {}
+for line in sys.stdin:
+    m = re.match(r"courier_sqs_requests_total\{call=\"([^\"]*)\"\} (\S+)", line)
+    if m:
+        calls[m.group(1)] = calls.get(m.group(1), 0) + float(m.group(2))
+total = sum(calls.values())
+print(f"   SQS requests                 {total:,.0f} for {sent:,} messages sent: {total / max(sent, 1):.2f} per message")
+for k, v in sorted(calls.items(), key=lambda kv: -kv[1]):
+    print(f"                                {k}: {v:,.0f} ({v / max(sent, 1):.3f} per message)")
+with open(sys.argv[3], "a") as f:
+    f.write(json.dumps({"label": label, "sent": sent, "requests": total, "per_message": total / max(sent, 1), "by_call": calls}) + "\n")
+' "$1" "$sent" "$OUT/sqs-requests.jsonl"
 }
 
 echo "machine: $(nproc) cores, $(grep MemTotal /proc/meminfo | awk '{print $2/1048576 " GiB"}'), $(uname -r)" | tee "$OUT/machine.txt"

@@ -12,9 +12,9 @@
 
 use crate::access::RoomClaim;
 use axum::extract::ws::Utf8Bytes;
-use queue::{QueueError, RoomBinding};
+use queue::{Frame, QueueError, RoomBinding};
 use shared::sync::lock;
-use shared::{RoomId, StoredMessage, UserId};
+use shared::{RoomId, UserId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -225,15 +225,10 @@ impl Hub {
             .is_some_and(|r| r.members.contains_key(&conn))
     }
 
-    /// Hands one delivered message to the room's members, in seq order.
-    pub fn dispatch(&self, msg: &StoredMessage) {
+    /// Hands one delivered message to the room's members, in seq order. Its frame is the
+    /// worker's serialization, passed on as it is.
+    pub fn dispatch(&self, msg: Frame) {
         tracing::debug!(trace = msg.trace.as_deref().unwrap_or("-"), room = %msg.room, seq = msg.seq, "message delivered to the hub");
-        let frame = Arc::new(Delivered {
-            room: msg.room.clone(),
-            seq: msg.seq,
-            frame: Utf8Bytes::from(serde_json::to_string(msg).expect("messages serialize")),
-            sent_at_ms: msg.sent_at.as_millis(),
-        });
         let mut rooms = self.rooms();
         let Some(room) = rooms.get_mut(&msg.room) else {
             return;
@@ -242,8 +237,18 @@ impl Hub {
         if msg.seq < next {
             return; // already forwarded (a redelivery, or released past while held)
         }
-        if msg.seq > next {
-            room.held.insert(msg.seq, frame);
+        let Ok(text) = Utf8Bytes::try_from(msg.text) else {
+            warn!(room = %msg.room, seq = msg.seq, "dropping a delivered frame that is not UTF-8; members fill it in from the store");
+            return;
+        };
+        let frame = Arc::new(Delivered {
+            room: msg.room,
+            seq: msg.seq,
+            frame: text,
+            sent_at_ms: msg.sent_at_ms,
+        });
+        if frame.seq > next {
+            room.held.insert(frame.seq, frame);
             room.held_since.get_or_insert_with(Instant::now);
             if room.held.len() > MAX_HELD {
                 room.release_held();
@@ -325,7 +330,7 @@ impl Room {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use shared::{ClientMsgId, Enriched, Timestamp, UserId};
+    use shared::{ClientMsgId, Enriched, StoredMessage, Timestamp, UserId};
 
     struct NoBinding;
 
@@ -454,7 +459,7 @@ mod tests {
     async fn reorders_and_drops_duplicates() {
         let (hub, mut rx, _) = joined(Duration::from_secs(60), 16).await;
         for s in [1, 3, 2, 2, 5, 4, 1] {
-            hub.dispatch(&msg(s));
+            hub.dispatch(Frame::of(&msg(s)));
         }
         assert_eq!(seqs(&mut rx), [1, 2, 3, 4, 5]);
     }
@@ -462,21 +467,21 @@ mod tests {
     #[tokio::test]
     async fn releases_held_messages_after_the_hold() {
         let (hub, mut rx, _) = joined(Duration::ZERO, 16).await;
-        hub.dispatch(&msg(1));
-        hub.dispatch(&msg(3));
+        hub.dispatch(Frame::of(&msg(1)));
+        hub.dispatch(Frame::of(&msg(3)));
         assert_eq!(seqs(&mut rx), [1]);
         hub.release_expired();
         assert_eq!(seqs(&mut rx), [3]);
-        hub.dispatch(&msg(2)); // late: its hole was filled from the store
+        hub.dispatch(Frame::of(&msg(2))); // late: its hole was filled from the store
         assert_eq!(seqs(&mut rx), Vec::<u64>::new());
     }
 
     #[tokio::test]
     async fn a_full_buffer_marks_the_member_lagging_without_waiting() {
         let (hub, mut rx, lagging) = joined(Duration::ZERO, 1).await;
-        hub.dispatch(&msg(1));
+        hub.dispatch(Frame::of(&msg(1)));
         assert!(!lagging.load(Ordering::Relaxed));
-        hub.dispatch(&msg(2));
+        hub.dispatch(Frame::of(&msg(2)));
         assert!(lagging.load(Ordering::Relaxed));
         assert_eq!(seqs(&mut rx), [1]);
     }
@@ -497,9 +502,9 @@ mod tests {
                 let mut arrivals: Vec<(u64, u64)> = (1..=n).map(|s| (keys[s as usize % keys.len()], s)).collect();
                 arrivals.extend(keys.iter().map(|k| (*k, k % n + 1)));
                 arrivals.sort();
-                hub.dispatch(&msg(1));
+                hub.dispatch(Frame::of(&msg(1)));
                 for (i, (_, seq)) in arrivals.iter().enumerate() {
-                    hub.dispatch(&msg(*seq));
+                    hub.dispatch(Frame::of(&msg(*seq)));
                     if release_every.is_some_and(|e| i % e == 0) {
                         hub.release_expired();
                     }

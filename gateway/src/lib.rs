@@ -269,9 +269,7 @@ async fn deliver(
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(FeedEvent::Message(m)) => {
-                    hub.dispatch(&m);
-                }
+                Some(FeedEvent::Message(m)) => hub.dispatch(m),
                 Some(FeedEvent::Interrupted) => {
                     tracing::warn!("the delivery feed was interrupted; resyncing every client from the store");
                     hub.resync_all();

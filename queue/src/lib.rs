@@ -15,6 +15,7 @@
 pub mod amqp;
 mod config;
 mod delivery;
+pub mod frames;
 mod journal;
 mod lanes;
 pub mod memory;
@@ -26,6 +27,7 @@ pub mod contract;
 
 pub use config::{QueueConfig, QueueSettings, QueueUrl};
 pub use delivery::{Delivery, Failed, Settle, Settled, Token};
+pub use frames::Frame;
 
 use async_trait::async_trait;
 use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
@@ -171,8 +173,8 @@ pub struct Subscription {
 /// What a delivery feed yields.
 #[derive(Clone, Debug)]
 pub enum FeedEvent {
-    /// A processed message of a bound room.
-    Message(Arc<StoredMessage>),
+    /// A processed message of a bound room, as its wire frame.
+    Message(Frame),
     /// The feed was interrupted (the broker connection dropped and came back): messages
     /// may have been missed, so every member must be resynced from the store.
     Interrupted,
@@ -183,9 +185,9 @@ pub enum FeedEvent {
 
 impl FeedEvent {
     /// The message, for tests and callers that only expect messages.
-    pub fn message(self) -> Option<Arc<StoredMessage>> {
+    pub fn message(self) -> Option<StoredMessage> {
         match self {
-            Self::Message(m) => Some(m),
+            Self::Message(f) => f.decode().ok(),
             Self::Interrupted | Self::RoomChanged(_) => None,
         }
     }

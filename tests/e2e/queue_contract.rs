@@ -29,7 +29,7 @@ pub async fn open(url: &str, opts: &QueueOptions) -> Result<AmqpQueue, QueueErro
 }
 
 /// A fresh RabbitMQ queue under its own `ct-…` prefix, so parallel runs never collide.
-async fn connect(opts: QueueOptions) -> Arc<AmqpQueue> {
+pub async fn connect(opts: QueueOptions) -> Arc<AmqpQueue> {
     let url = broker_url();
     let sep = if url.contains('?') { '&' } else { '?' };
     let prefix = format!("ct-{}", &GatewayId::generate().as_str()[3..]);
@@ -42,7 +42,7 @@ async fn connect(opts: QueueOptions) -> Arc<AmqpQueue> {
 
 /// Runs `case` to completion (panicking or not), then deletes everything `queues`
 /// declared, then reports the case's outcome.
-async fn cleaning_up<F>(queues: Arc<Mutex<Vec<Arc<AmqpQueue>>>>, case: F)
+pub async fn cleaning_up<F>(queues: Arc<Mutex<Vec<Arc<AmqpQueue>>>>, case: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {

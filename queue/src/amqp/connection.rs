@@ -54,6 +54,7 @@ impl Link {
         url: String,
         redacted: String,
         names: Names,
+        classic: bool,
     ) -> Result<Arc<Self>, QueueError> {
         let link = Arc::new(Self {
             url,
@@ -61,7 +62,7 @@ impl Link {
             names,
             state: watch::channel(None).0,
             generation: AtomicU64::new(0),
-            classic_ingest: AtomicBool::new(false),
+            classic_ingest: AtomicBool::new(classic),
             retry_queues: std::sync::Mutex::new(BTreeSet::new()),
         });
         let session = link
@@ -185,7 +186,7 @@ impl Session {
     }
 
     /// The shared confirm-mode channel for publishes, re-opened if a channel error closed it.
-    async fn publisher(&self) -> Result<Channel, QueueError> {
+    pub(super) async fn publisher(&self) -> Result<Channel, QueueError> {
         let mut slot = self.publisher.lock().await;
         if let Some(ch) = slot.as_ref().filter(|c| c.status().connected()) {
             return Ok(ch.clone());

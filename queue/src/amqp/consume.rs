@@ -5,8 +5,9 @@
 
 use super::balance::{Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
+use super::publish::parts_of;
 use super::{header_u32, key_headers, key_of};
-use crate::{Consumer, Delivery, Failed, QueueError, QueueOptions, Settle, Token};
+use crate::{Consumer, Delivery, Failed, QueueError, QueueOptions, Settle, Token, envelope_key};
 use async_trait::async_trait;
 use lapin::Acker;
 use lapin::Channel;
@@ -14,7 +15,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use shared::message::MessageKey;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
@@ -96,7 +97,7 @@ impl AmqpConsumer {
                 match o.sub.rx.try_recv() {
                     Ok(Ok(Some(d))) => {
                         o.last_delivery = Some(now);
-                        out.push(wrap(d, o, &self.settle));
+                        out.extend(wrap(d, o, &self.settle));
                     }
                     Err(TryRecvError::Empty) => break,
                     // The consumer ended: the next balance subscribes again.
@@ -120,17 +121,39 @@ impl AmqpConsumer {
     }
 }
 
-fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) -> Delivery {
+/// The deliveries of one broker message: itself, or each envelope of a packed one
+/// ([`super::publish`]), all settled through one [`Whole`].
+fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) -> Vec<Delivery> {
     let attempt = attempt_of(&d);
+    let headers = d.properties.headers().as_ref();
+    let packed = parts_of(headers, &d.data).map(|p| p.into_iter().map(<[u8]>::to_vec).collect());
+    // Parts of a packed message take their key from their envelope when it is needed.
+    let key = if packed.is_some() {
+        None
+    } else {
+        key_of(headers)
+    };
+    let parts: Vec<Vec<u8>> = packed.unwrap_or_else(|| vec![d.data]);
     o.outstanding.fetch_add(1, Ordering::AcqRel);
-    let ticket = Ticket {
-        key: key_of(d.properties.headers().as_ref()),
+    let whole = Arc::new(Whole {
+        tag: d.delivery_tag,
         acker: d.acker,
         _channel: o.sub.channel.clone(),
         queue: o.queue.clone(),
         _held: Held(o.outstanding.clone()),
-    };
-    Delivery::new(d.data, attempt, Token::Amqp(ticket), settle.clone())
+        open: AtomicUsize::new(parts.len()),
+        back: AtomicBool::new(false),
+    });
+    parts
+        .into_iter()
+        .map(|payload| {
+            let ticket = Ticket {
+                key: key.clone(),
+                whole: whole.clone(),
+            };
+            Delivery::new(payload, attempt, Token::Amqp(ticket), settle.clone())
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -170,16 +193,42 @@ impl Drop for Held {
     }
 }
 
-/// A delivery's handle ([`Token::Amqp`]). It keeps its channel open so a dropped
-/// consumer does not take the unsettled deliveries with it.
+/// A delivery's handle ([`Token::Amqp`]): one envelope of a broker message.
 pub struct Ticket {
-    /// The key its headers carry, passed on to its retries and dead letter.
+    /// The key it travels under, passed on to its retries and dead letter; from the
+    /// headers of a message of one, from the envelope of a packed one's part.
     key: Option<MessageKey>,
+    whole: Arc<Whole>,
+}
+
+/// One broker message and what is left to settle of it. It keeps its channel open so a
+/// dropped consumer does not take the unsettled deliveries with it.
+struct Whole {
+    /// Its delivery tag on its channel, for acking many at once.
+    tag: u64,
     acker: Acker,
     _channel: Channel,
     /// The partition it came from, where its retries return.
     queue: Arc<str>,
     _held: Held,
+    /// Parts not settled yet: the message is acked when the last one is.
+    open: AtomicUsize,
+    /// A part was handed back: then the whole message goes back instead (the parts
+    /// already stored are found stored when it returns).
+    back: AtomicBool,
+}
+
+impl Ticket {
+    /// Settles this part; the whole message once it was the last one open.
+    fn done(self) -> Option<Arc<Whole>> {
+        (self.whole.open.fetch_sub(1, Ordering::AcqRel) == 1).then_some(self.whole)
+    }
+
+    /// Hands this part back; the whole message once it was the last one open.
+    fn back(self) -> Option<Arc<Whole>> {
+        self.whole.back.store(true, Ordering::Release);
+        self.done()
+    }
 }
 
 struct Settler {
@@ -189,7 +238,7 @@ struct Settler {
     runtime: tokio::runtime::Handle,
 }
 
-async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
+async fn ack_one(t: &Whole) -> Result<(), QueueError> {
     match t.acker.ack(BasicAckOptions::default()).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(QueueError::Unavailable(
@@ -197,6 +246,47 @@ async fn ack_one(t: &Ticket) -> Result<(), QueueError> {
         )),
         Err(e) => Err(super::unavailable(
             "ack failed; the broker redelivers it",
+            e,
+        )),
+    }
+}
+
+/// Tickets grouped by the partition they came from, in delivery order.
+fn by_partition(tickets: Vec<Arc<Whole>>) -> Vec<Vec<Arc<Whole>>> {
+    let mut groups: Vec<Vec<Arc<Whole>>> = Vec::new();
+    for t in tickets {
+        match groups.iter_mut().find(|g| g[0].queue == t.queue) {
+            Some(g) => g.push(t),
+            None => groups.push(vec![t]),
+        }
+    }
+    groups
+}
+
+/// True when `group` holds every delivery of its partition not yet settled, all on one
+/// channel: then one ack with `multiple` settles exactly them (the broker acks every
+/// delivery up to a tag on that channel; those delivered later have higher tags).
+fn everything_outstanding(group: &[Arc<Whole>]) -> bool {
+    let channel = group[0]._channel.id();
+    group.iter().all(|t| t._channel.id() == channel)
+        && group[0]._held.0.load(Ordering::Acquire) == group.len()
+}
+
+/// One ack for the whole group: a single broker command (and, on a quorum queue, one
+/// log entry) instead of one per message.
+async fn ack_up_to(group: &[Arc<Whole>]) -> Result<(), QueueError> {
+    let last = group
+        .iter()
+        .max_by_key(|t| t.tag)
+        .expect("a group is not empty");
+    let everything_so_far = BasicAckOptions { multiple: true };
+    match last.acker.ack(everything_so_far).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(QueueError::Unavailable(
+            "ack failed: the deliveries' channel closed; the broker redelivers them".into(),
+        )),
+        Err(e) => Err(super::unavailable(
+            "ack failed; the broker redelivers them",
             e,
         )),
     }
@@ -212,7 +302,8 @@ impl Settler {
         queue: Result<String, QueueError>,
         f: Failed<'_>,
     ) -> Result<(), QueueError> {
-        let headers = courier_headers(f.attempt, f.reason, t.key.as_ref());
+        let key = t.key.clone().or_else(|| envelope_key(f.payload));
+        let headers = courier_headers(f.attempt, f.reason, key.as_ref());
         let published = match (queue, self.link.session()) {
             (Ok(queue), Ok(session)) => {
                 session
@@ -228,16 +319,30 @@ impl Settler {
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
         match published {
-            Ok(()) => ack_one(&t).await,
+            Ok(()) => match t.done() {
+                Some(whole) => self.finish(whole).await,
+                None => Ok(()),
+            },
             Err(e) => {
-                self.requeue(t);
+                if let Some(whole) = t.back() {
+                    self.requeue(whole);
+                }
                 Err(e)
             }
         }
     }
 
+    /// Acks a message whose parts are all settled, or hands it back if one was.
+    async fn finish(&self, whole: Arc<Whole>) -> Result<(), QueueError> {
+        if whole.back.load(Ordering::Acquire) {
+            self.requeue(whole);
+            return Ok(());
+        }
+        ack_one(&whole).await
+    }
+
     /// Hands the delivery back to its queue at once.
-    fn requeue(&self, t: Ticket) {
+    fn requeue(&self, t: Arc<Whole>) {
         // A closed channel already gave it back; nothing else to do on failure.
         self.runtime.spawn(async move {
             let requeue = BasicNackOptions {
@@ -267,13 +372,39 @@ impl Settle for Settler {
         let total = tokens.len();
         let mut failed = 0usize;
         let mut last = None;
+        let mut complete = Vec::with_capacity(total);
         for token in tokens {
-            let acked = match token.into_amqp() {
-                Ok(t) => ack_one(&t).await,
-                Err(e) => Err(e),
+            match token.into_amqp() {
+                Ok(t) => complete.extend(t.done()),
+                Err(e) => {
+                    failed += 1;
+                    last = Some(e);
+                }
+            }
+        }
+        let (back, tickets): (Vec<_>, Vec<_>) = complete
+            .into_iter()
+            .partition(|w| w.back.load(Ordering::Acquire));
+        for whole in back {
+            self.requeue(whole);
+        }
+        for group in by_partition(tickets) {
+            let acked = match group.as_slice() {
+                [] => Ok(()),
+                [one] => ack_one(one).await,
+                _ if everything_outstanding(&group) => ack_up_to(&group).await,
+                _ => {
+                    let mut result = Ok(());
+                    for t in &group {
+                        if let Err(e) = ack_one(t).await {
+                            result = Err(e);
+                        }
+                    }
+                    result
+                }
             };
             if let Err(e) = acked {
-                failed += 1;
+                failed += group.len();
                 last = Some(e);
             }
         }
@@ -288,7 +419,7 @@ impl Settle for Settler {
 
     async fn retry(&self, token: Token, f: Failed<'_>, delay: Duration) -> Result<(), QueueError> {
         let t = token.into_amqp()?;
-        let queue = self.retry_queue(&t.queue, delay).await;
+        let queue = self.retry_queue(&t.whole.queue, delay).await;
         self.move_to(t, queue, f).await
     }
 
@@ -299,8 +430,8 @@ impl Settle for Settler {
     }
 
     fn abandon(&self, token: Token) {
-        if let Ok(t) = token.into_amqp() {
-            self.requeue(t);
+        if let Some(whole) = token.into_amqp().ok().and_then(Ticket::back) {
+            self.requeue(whole);
         }
     }
 }

@@ -3,11 +3,12 @@
 
 use super::connection::{Link, Outgoing, json_properties, rpc};
 use super::consume::{ATTEMPTS, DELIVERY_COUNT, REASON};
+use super::publish::{BATCH, parts_of};
 use super::{header_string, header_u32, key_headers, key_of};
 use crate::{DeadLetter, DeadLetterFilter, QueueError, envelope_key};
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 
 /// Most dead letters one replay looks at; run it again for more.
 const MAX_SCAN: usize = 100_000;
@@ -29,17 +30,33 @@ pub(super) async fn replay(link: &Link, filter: &DeadLetterFilter) -> Result<usi
         )
         .await?;
         let Some(m) = got else { break };
-        let kept = key_of(m.delivery.properties.headers().as_ref());
-        if !filter.matches(kept.as_ref(), &m.delivery.data) {
+        let headers = m.delivery.properties.headers().as_ref();
+        let kept = key_of(headers);
+        let parts = parts_of(headers, &m.delivery.data);
+        // A packed message (the broker moves one here past its delivery limit) goes back
+        // whole when any of its envelopes is selected.
+        let selected = match &parts {
+            Some(parts) => parts.iter().any(|p| filter.matches(None, p)),
+            None => filter.matches(kept.as_ref(), &m.delivery.data),
+        };
+        if !selected {
             continue;
         }
         // Back to the room's partition, so it is processed in line with the room, with
         // its key (dead letters from before carry none: their envelope has it).
-        let key = kept.or_else(|| envelope_key(&m.delivery.data));
+        let key = match &parts {
+            Some(parts) => envelope_key(parts[0]),
+            None => kept.or_else(|| envelope_key(&m.delivery.data)),
+        };
         let room = key.as_ref().map(|k| k.room.as_str()).unwrap_or_default();
         let mut headers = FieldTable::default();
-        if let Some(key) = &key {
-            key_headers(&mut headers, key);
+        match (&parts, &key) {
+            (Some(parts), _) => {
+                let n = i64::try_from(parts.len()).unwrap_or(i64::MAX);
+                headers.insert(BATCH.into(), AMQPValue::LongLongInt(n));
+            }
+            (None, Some(key)) => key_headers(&mut headers, key),
+            (None, None) => {}
         }
         session
             .publish_confirmed(vec![Outgoing {
@@ -102,16 +119,28 @@ async fn fetch_unacked(
         // Past the delivery limit the broker moves a message itself, with its own headers.
         let by_broker = header_string(headers, "x-first-death-reason")
             .map(|r| format!("moved here by RabbitMQ ({r}): returned to the queue too often"));
-        out.push(DeadLetter {
-            attempts: header_u32(headers, ATTEMPTS)
-                .or_else(|| header_u32(headers, DELIVERY_COUNT))
-                .unwrap_or(0),
-            reason: header_string(headers, REASON)
-                .or(by_broker)
-                .unwrap_or_default(),
-            key: key_of(headers),
-            payload: m.delivery.data,
-        });
+        let attempts = header_u32(headers, ATTEMPTS)
+            .or_else(|| header_u32(headers, DELIVERY_COUNT))
+            .unwrap_or(0);
+        let reason = header_string(headers, REASON)
+            .or(by_broker)
+            .unwrap_or_default();
+        match parts_of(headers, &m.delivery.data) {
+            // Each envelope of a packed message is listed as a dead letter of its own.
+            Some(parts) => out.extend(parts.into_iter().map(|p| DeadLetter {
+                attempts,
+                reason: reason.clone(),
+                key: envelope_key(p),
+                payload: p.to_vec(),
+            })),
+            None => out.push(DeadLetter {
+                attempts,
+                reason,
+                key: key_of(headers),
+                payload: m.delivery.data,
+            }),
+        }
     }
+    out.truncate(max);
     Ok(out)
 }

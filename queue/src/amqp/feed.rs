@@ -1,18 +1,20 @@
-//! A gateway's feed on RabbitMQ: its own exclusive queue bound to the rooms it has members
-//! in, consumed, and re-created (bindings included) after a reconnection.
+//! A gateway's feed on RabbitMQ: its own exclusive queue, bound to the packed batches
+//! every gateway gets (filtered here to the rooms it has members in) and to the rooms'
+//! own routes (room changes, and messages from workers of older versions), consumed,
+//! and re-created (bindings included) after a reconnection.
 
 use super::connection::{Link, rpc};
-use super::fanout::routing_key;
+use super::fanout::{BATCHES, routing_key};
 use super::subscribed::Subscribed;
-use crate::{Announcement, FeedEvent, QueueError, RoomBinding, Subscription};
+use crate::{Announcement, FeedEvent, QueueError, RoomBinding, Subscription, frames};
 use async_trait::async_trait;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use shared::ids::{GatewayId, RoomId};
-use shared::message::StoredMessage;
 use shared::shutdown::backoff;
-use std::collections::BTreeSet;
+use shared::sync::lock;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
@@ -36,6 +38,7 @@ pub(super) async fn subscribe(
         link,
         prefetch: u16::try_from(buffer).unwrap_or(u16::MAX),
         state: Mutex::new(FeedState::default()),
+        bound: std::sync::Mutex::new(HashSet::new()),
     });
     let live = feed.open().await?;
     let (tx, rx) = mpsc::channel(buffer);
@@ -53,6 +56,8 @@ struct Feed {
     prefetch: u16,
     /// Held across broker calls so binds and re-opens never interleave.
     state: Mutex<FeedState>,
+    /// The rooms whose messages are handed on: those bound, read for every message.
+    bound: std::sync::Mutex<HashSet<RoomId>>,
 }
 
 #[derive(Default)]
@@ -83,6 +88,7 @@ impl Feed {
             ch.queue_declare(self.queue.as_str().into(), options, FieldTable::default()),
         )
         .await?;
+        self.bind_key(&ch, BATCHES).await?;
         for room in &st.rooms {
             self.bind_on(&ch, room).await?;
         }
@@ -92,12 +98,16 @@ impl Feed {
     }
 
     async fn bind_on(&self, ch: &Channel, room: &RoomId) -> Result<(), QueueError> {
+        self.bind_key(ch, &routing_key(room)).await
+    }
+
+    async fn bind_key(&self, ch: &Channel, key: &str) -> Result<(), QueueError> {
         rpc(
-            "binding a room",
+            "binding a route to the gateway's delivery queue",
             ch.queue_bind(
                 self.queue.as_str().into(),
                 self.link.names.delivery.as_str().into(),
-                routing_key(room).into(),
+                key.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             ),
@@ -169,10 +179,10 @@ async fn forward(
             Some(Err(e)) => return Some(e.to_string()),
             None => return Some("closed".into()),
         };
-        if let Some(event) = decode(&feed.queue, &d.data)
-            && tx.send(event).await.is_err()
-        {
-            return None;
+        for event in decode(feed, &d.data) {
+            if tx.send(event).await.is_err() {
+                return None;
+            }
         }
         // Acking only after the hand-over keeps the broker's prefetch as backpressure.
         unacked += 1;
@@ -186,15 +196,20 @@ async fn forward(
     }
 }
 
-/// A message, or a room change (see [`Announcement`]); `None` for anything else.
-fn decode(queue: &str, data: &[u8]) -> Option<FeedEvent> {
-    match serde_json::from_slice::<StoredMessage>(data) {
-        Ok(m) => Some(FeedEvent::Message(Arc::new(m))),
+/// The bound rooms' messages of a packed batch, or a room change (see
+/// [`Announcement`]); nothing for anything else.
+fn decode(feed: &Feed, data: &[u8]) -> Vec<FeedEvent> {
+    match frames::unpack(data) {
+        Ok(mut list) => {
+            let bound = lock(&feed.bound);
+            list.retain(|f| bound.contains(&f.room));
+            list.into_iter().map(FeedEvent::Message).collect()
+        }
         Err(e) => match Announcement::decode(data) {
-            Some(room) => Some(FeedEvent::RoomChanged(room)),
+            Some(room) => vec![FeedEvent::RoomChanged(room)],
             None => {
-                warn!(%queue, error = %e, "dropping an undecodable delivery");
-                None
+                warn!(queue = %feed.queue, error = %e, "dropping an undecodable delivery");
+                Vec::new()
             }
         },
     }
@@ -236,6 +251,7 @@ impl RoomBinding for Binding {
             .ok_or_else(|| QueueError::Unavailable("the delivery feed is reconnecting".into()))?;
         self.feed.bind_on(&ch, room).await?;
         st.rooms.insert(room.clone());
+        lock(&self.feed.bound).insert(room.clone());
         Ok(())
     }
 
@@ -244,6 +260,7 @@ impl RoomBinding for Binding {
         if !st.rooms.remove(room) {
             return Ok(());
         }
+        lock(&self.feed.bound).remove(room);
         // While disconnected there is nothing to undo: the re-opened queue binds only
         // the rooms still in the set.
         let Some(ch) = st.live_channel() else {

@@ -44,6 +44,8 @@ const MAX_PARTITIONS: u16 = 256;
 pub struct AmqpQueue {
     link: Arc<Link>,
     opts: QueueOptions,
+    publishers: publish::Publishers,
+    pack: bool,
 }
 
 impl AmqpQueue {
@@ -52,10 +54,19 @@ impl AmqpQueue {
     /// in the background.
     pub async fn open(settings: &Settings, opts: &QueueOptions) -> Result<Self, QueueError> {
         let names = Names::new(settings.prefix.clone(), settings.partitions);
-        let link = Link::connect(settings.broker_url.clone(), settings.url.clone(), names).await?;
+        let classic = settings.ingest == IngestKind::Classic;
+        let link = Link::connect(
+            settings.broker_url.clone(),
+            settings.url.clone(),
+            names,
+            classic,
+        )
+        .await?;
         Ok(Self {
+            publishers: publish::Publishers::new(link.clone(), settings.pack),
             link,
             opts: opts.clone(),
+            pack: settings.pack,
         })
     }
 
@@ -75,7 +86,7 @@ impl AmqpQueue {
 #[async_trait]
 impl Publish for AmqpQueue {
     async fn publish(&self, key: &MessageKey, payload: Vec<u8>) -> Result<(), QueueError> {
-        publish::publish(&self.link, key, &payload).await
+        self.publishers.publish(key, payload).await
     }
 }
 
@@ -90,7 +101,11 @@ impl Consume for AmqpQueue {
 #[async_trait]
 impl DeliveryBus for AmqpQueue {
     async fn fan_out(&self, messages: &[Arc<StoredMessage>]) -> Result<(), QueueError> {
-        fanout::fan_out(&self.link, messages).await
+        if self.pack {
+            fanout::fan_out(&self.link, messages).await
+        } else {
+            fanout::fan_out_each(&self.link, messages).await
+        }
     }
 
     async fn subscribe(&self, gateway: &GatewayId) -> Result<Subscription, QueueError> {
@@ -136,6 +151,20 @@ pub struct Settings {
     pub prefix: String,
     /// Ingest partitions, the same in every process.
     pub partitions: u16,
+    /// Several messages per broker message, on the ingest queue and in fan-out (the
+    /// default); `pack=off` sends one each, as versions before packing did and read.
+    pub pack: bool,
+    /// The kind of the ingest partitions (`ingest=quorum`, the default, or `classic`).
+    pub ingest: IngestKind,
+}
+
+/// The queue type of the ingest partitions. Both confirm a publish only once it is on
+/// disk; a quorum queue also replicates it to a majority of a cluster's nodes, so it
+/// survives losing a node. docs/benchmarks.md has what each costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngestKind {
+    Quorum,
+    Classic,
 }
 
 /// Without the password `broker_url` holds.
@@ -145,34 +174,51 @@ impl std::fmt::Debug for Settings {
             .field("url", &self.url)
             .field("prefix", &self.prefix)
             .field("partitions", &self.partitions)
+            .field("pack", &self.pack)
+            .field("ingest", &self.ingest)
             .finish()
     }
 }
 
 impl Settings {
-    /// Takes our own `prefix` and `partitions` query parameters off `url`; lapin gets the
-    /// rest untouched.
+    /// Takes our own `prefix`, `partitions` and `pack` query parameters off `url`; lapin
+    /// gets the rest untouched.
     pub fn parse(url: &str) -> Result<Self, QueueError> {
-        let (broker_url, prefix, partitions) = split_options(url)?;
+        let (broker_url, ours) = split_options(url)?;
         Ok(Self {
             broker_url,
             url: shared::url::redact_url(url),
-            prefix,
-            partitions,
+            prefix: ours.prefix,
+            partitions: ours.partitions,
+            pack: ours.pack,
+            ingest: ours.ingest,
         })
     }
 }
 
-/// Splits our own `prefix` and `partitions` query parameters off the URL.
-fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
+/// Our own query parameters.
+#[derive(Debug)]
+struct Ours {
+    prefix: String,
+    partitions: u16,
+    pack: bool,
+    ingest: IngestKind,
+}
+
+/// Splits our own `prefix`, `partitions` and `pack` query parameters off the URL.
+fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
     let (base, pairs) = shared::url::split_query(url);
     let mut prefix = None;
     let mut partitions = None;
+    let mut pack = None;
+    let mut ingest = None;
     let mut kept = Vec::new();
     for (key, value) in pairs {
         match key {
             "prefix" => prefix = Some(value),
             "partitions" => partitions = Some(value),
+            "pack" => pack = Some(value),
+            "ingest" => ingest = Some(value),
             // lapin reads `key` and `key=` alike (form-urlencoded pairs).
             _ => kept.push(format!("{key}={value}")),
         }
@@ -195,12 +241,33 @@ fn split_options(url: &str) -> Result<(String, String, u16), QueueError> {
                 bad("partitions must be a number from 1 to 256, the same in every process")
             })?,
     };
+    let pack = match pack {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(_) => return Err(bad("pack must be on or off")),
+    };
+    let ingest = match ingest {
+        None | Some("quorum") => IngestKind::Quorum,
+        Some("classic") => IngestKind::Classic,
+        Some(_) => {
+            return Err(bad(
+                "ingest must be quorum or classic, the same in every process (a partition keeps the type it was declared with)",
+            ));
+        }
+    };
     let broker_url = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((broker_url, prefix.to_owned(), partitions))
+    let prefix = prefix.to_owned();
+    let ours = Ours {
+        prefix,
+        partitions,
+        pack,
+        ingest,
+    };
+    Ok((broker_url, ours))
 }
 
 /// A broker failure as the callers see it: retry later.
@@ -266,15 +333,34 @@ mod tests {
 
     #[test]
     fn our_options_are_split_off_and_other_parameters_kept() {
-        let (url, prefix, partitions) =
-            split_options("amqp://u:p@h:5672/%2f?heartbeat=10&prefix=ct-1&partitions=3").unwrap();
+        let (url, ours) =
+            split_options("amqp://u:p@h:5672/%2f?heartbeat=10&prefix=ct-1&partitions=3&pack=off")
+                .unwrap();
         assert_eq!(url, "amqp://u:p@h:5672/%2f?heartbeat=10");
-        assert_eq!((prefix.as_str(), partitions), ("ct-1", 3));
-        let (url, prefix, partitions) = split_options("amqp://h/v").unwrap();
         assert_eq!(
-            (url.as_str(), prefix.as_str(), partitions),
-            ("amqp://h/v", DEFAULT_PREFIX, DEFAULT_PARTITIONS)
+            (ours.prefix.as_str(), ours.partitions, ours.pack),
+            ("ct-1", 3, false)
         );
+        let (url, ours) = split_options("amqp://h/v").unwrap();
+        assert_eq!(
+            (
+                url.as_str(),
+                ours.prefix.as_str(),
+                ours.partitions,
+                ours.pack
+            ),
+            ("amqp://h/v", DEFAULT_PREFIX, DEFAULT_PARTITIONS, true)
+        );
+        let err = split_options("amqp://h/v?pack=yes").unwrap_err();
+        assert!(err.to_string().contains("pack"), "{err}");
+        let (_, ours) = split_options("amqp://h/v?ingest=classic").unwrap();
+        assert_eq!(ours.ingest, IngestKind::Classic);
+        assert_eq!(
+            split_options("amqp://h/v").unwrap().1.ingest,
+            IngestKind::Quorum
+        );
+        let err = split_options("amqp://h/v?ingest=lazy").unwrap_err();
+        assert!(err.to_string().contains("ingest"), "{err}");
         let err = split_options("amqp://u:secret@h/v?prefix=a b").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
         for bad in ["0", "257", "x", ""] {

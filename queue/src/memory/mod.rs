@@ -7,7 +7,7 @@ use super::journal::{Journal, Row};
 use super::lanes::{DeadItem, Item, State};
 use super::{
     Admin, Consume, Consumer, DeadLetter, DeadLetterFilter, Delivery, DeliveryBus, Failed,
-    FeedEvent, Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
+    FeedEvent, Frame, Publish, QueueError, QueueOptions, RoomSet, Settle, Subscription, Token,
 };
 use async_trait::async_trait;
 use shared::ids::{GatewayId, RoomId};
@@ -256,11 +256,13 @@ impl DeliveryBus for MemoryQueue {
                 .map(|s| (s.rooms.clone(), s.tx.clone()))
                 .collect()
         };
+        // Serialized once, whatever the number of gateways and members.
+        let frames: Vec<Frame> = messages.iter().map(|m| Frame::of(m)).collect();
         for (rooms, tx) in targets {
-            for m in messages {
-                let bound = lock(&rooms).contains(&m.room);
+            for f in &frames {
+                let bound = lock(&rooms).contains(&f.room);
                 // A closed receiver is a gateway that went away: nothing is owed to it.
-                if bound && tx.send(FeedEvent::Message(m.clone())).await.is_err() {
+                if bound && tx.send(FeedEvent::Message(f.clone())).await.is_err() {
                     break;
                 }
             }

@@ -14,6 +14,7 @@ use super::Shared;
 use super::codec::{Body, MAX_BODY};
 use super::connection::{CALL_TIMEOUT, call};
 use super::topology::list_queues;
+use crate::frames::{self, Frame};
 use crate::{Announcement, QueueError};
 use shared::ids::RoomId;
 use shared::message::StoredMessage;
@@ -167,43 +168,31 @@ async fn collect(
     }
 }
 
-/// Packs messages into as few bodies as fit: JSON arrays of at most `MAX_BODY` bytes. A
-/// message that alone exceeds it is left out (gateways fill the gap from the store).
+/// Packs messages into as few bodies as fit: newline-delimited message frames
+/// ([`crate::frames`]) of at most `MAX_BODY` bytes. A message that alone exceeds it is
+/// left out (gateways fill the gap from the store).
 fn pack(messages: &[Arc<StoredMessage>]) -> Result<Vec<Body>, QueueError> {
-    let mut bodies = Vec::new();
-    let mut current = Vec::with_capacity(1024);
-    for m in messages {
-        let json = serde_json::to_vec(&**m)
-            .map_err(|e| QueueError::Unavailable(format!("serializing a message: {e}")))?;
-        if json.len() + 2 > MAX_BODY {
-            error!(room = %m.room, seq = m.seq, bytes = json.len(), "a message is too big for an SQS body; gateways fill it in from the store");
-            continue;
-        }
-        if !current.is_empty() && current.len() + json.len() + 2 > MAX_BODY {
-            current.push(b']');
-            bodies.push(Body::encode(&current));
-            current.clear();
-        }
-        current.push(if current.is_empty() { b'[' } else { b',' });
-        current.extend_from_slice(&json);
+    let bodies: Vec<Body> = frames::pack(messages, MAX_BODY)
+        .iter()
+        .map(|b| Body::encode(b))
+        .collect();
+    if bodies.iter().all(|b| b.len() <= MAX_BODY) {
+        return Ok(bodies);
     }
-    if !current.is_empty() {
-        current.push(b']');
-        bodies.push(Body::encode(&current));
+    // Base64 grows a body by a third: split the batch until every body fits.
+    if let [m] = messages {
+        error!(room = %m.room, seq = m.seq, "a message is too big for an SQS body; gateways fill it in from the store");
+        return Ok(Vec::new());
     }
-    // Base64 grows a body by a third: split any that outgrew the limit.
-    if bodies.iter().any(|b| b.len() > MAX_BODY) && messages.len() > 1 {
-        let (a, b) = messages.split_at(messages.len() / 2);
-        let mut out = pack(a)?;
-        out.extend(pack(b)?);
-        return Ok(out);
-    }
-    Ok(bodies)
+    let (a, b) = messages.split_at(messages.len() / 2);
+    let mut out = pack(a)?;
+    out.extend(pack(b)?);
+    Ok(out)
 }
 
-/// The messages of one packed body.
-pub(super) fn unpack(payload: &[u8]) -> Result<Vec<StoredMessage>, serde_json::Error> {
-    serde_json::from_slice(payload)
+/// The frames of one packed body.
+pub(super) fn unpack(payload: &[u8]) -> Result<Vec<Frame>, frames::NotFrames> {
+    frames::unpack(payload)
 }
 
 #[cfg(test)]

@@ -200,15 +200,9 @@ impl Feed {
             let payload = codec::payload_of(m);
             match unpack(&payload) {
                 Ok(list) => {
-                    for stored in list {
-                        let bound = lock(&self.rooms).contains(&stored.room);
-                        if bound
-                            && self
-                                .tx
-                                .send(FeedEvent::Message(Arc::new(stored)))
-                                .await
-                                .is_err()
-                        {
+                    for frame in list {
+                        let bound = lock(&self.rooms).contains(&frame.room);
+                        if bound && self.tx.send(FeedEvent::Message(frame)).await.is_err() {
                             return false;
                         }
                     }
