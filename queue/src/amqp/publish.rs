@@ -120,6 +120,7 @@ async fn run(link: Arc<Link>, n: usize, pack: bool, mut rx: mpsc::Receiver<Pendi
                 Err(_) => break,
             }
         }
+        metrics::histogram!("courier_publish_group_size").record(group.len() as f64);
         let confirm = publish_group(&link, n, &group).await;
         tokio::spawn(async move {
             let result = match confirm {
