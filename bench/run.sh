@@ -162,7 +162,32 @@ measure() { # topology workload run
   grep -v '^RESULT' "$log" | sed 's/^/   /'
   grep '^RESULT ' "$log" | sed 's/^RESULT //' >>"$RESULTS"
   [ "$1" = sqs-pg ] && sqs_requests "$label" "$log"
+  case $1 in rabbitmq-pg|sqs-pg) batching "$label" ;; esac
   return 0
+}
+
+# Mean messages per worker batch and per RabbitMQ ingest publish, from the processes'
+# /metrics since they started; appended to DIR/batching.jsonl.
+batching() { # label
+  for port in 9201 9202 9203 9204; do
+    curl -s "http://127.0.0.1:$port/metrics" || true
+  done | python3 -c '
+import json, re, sys
+label = sys.argv[1]
+sums = {}
+for line in sys.stdin:
+    m = re.match(r"(courier_worker_batch_size|courier_publish_group_size)_(sum|count) (\S+)", line)
+    if m:
+        sums[(m.group(1), m.group(2))] = sums.get((m.group(1), m.group(2)), 0) + float(m.group(3))
+out = {"label": label}
+for name in ("courier_worker_batch_size", "courier_publish_group_size"):
+    n = sums.get((name, "count"), 0)
+    if n:
+        out[name] = sums[(name, "sum")] / n
+        print(f"   {name:<28} mean {out[name]:.2f} over {n:,.0f}")
+with open(sys.argv[2], "a") as f:
+    f.write(json.dumps(out) + "\n")
+' "$1" "$OUT/batching.jsonl"
 }
 
 # SQS requests of the four processes since they started (courier_sqs_requests_total,
