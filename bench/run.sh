@@ -15,6 +15,8 @@
 #               sqs-pg         courier, 2 gateways + 2 workers, SQS on LocalStack, PostgreSQL
 #   WORKLOADS   comma-separated from w0,w1,w2,w3 (default all)
 #   RUNS        repetitions of each (default 3); the report takes medians
+#   AMQP_OPTIONS (environment) more QUEUE_URL parameters for rabbitmq-pg, e.g.
+#               "partitions=2&prefix=courier-bench-p2"
 #
 # Every run prints loadgen's table and a `RESULT {json}` line; all of them are collected
 # in DIR/results.jsonl (default bench/results/<UTC time>/) and summarized by
@@ -36,7 +38,7 @@ while getopts "n:t:w:o:" opt; do
     t) TOPOLOGIES=$OPTARG ;;
     w) WORKLOADS=$OPTARG ;;
     o) OUT=$OPTARG ;;
-    *) sed -n '2,25p' "$0"; exit 2 ;;
+    *) sed -n '2,27p' "$0"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
