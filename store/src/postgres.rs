@@ -11,36 +11,16 @@
 //! insert a room's key while its counter is locked, so step 2's answer holds until commit.
 //! One statement per step (not per message) is what lifts the store from a few thousand
 //! rows per second to tens of thousands: each statement is a round trip to the database
-//! over the network.
+//! over the network. Each takes the batch as arrays (`unnest`), so its text is the same
+//! whatever the batch's size: it is parsed and planned once per connection, not once
+//! per batch.
 
 use super::plan::{self, Counters, Plan};
 use super::{AFTER, BEFORE, HEAD, NewMessage, Page, RawMessage, StoreOptions, Stored, raw_message};
 use crate::error::Error;
 use shared::{RoomId, StoredMessage, Timestamp};
-use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
-
-/// `($1, $2), ($3, $4), …`: `rows` tuples of `width` numbered placeholders.
-fn tuples(rows: usize, width: usize) -> String {
-    let mut s = String::with_capacity(rows * width * 5);
-    for r in 0..rows {
-        s.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push_str(&format!("${}", r * width + c + 1));
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// A statement built for this batch's shape; not cached, since shapes vary.
-fn dynamic<'q>(sql: String) -> Query<'q, Postgres, PgArguments> {
-    sqlx::query(AssertSqlSafe(sql)).persistent(false)
-}
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 
 /// A pool of PostgreSQL connections.
 #[derive(Clone)]
@@ -125,23 +105,40 @@ async fn write(conn: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Stor
     Ok(plan.outcomes(batch, fresh))
 }
 
-/// Locks each room's counter (creating it at 0) and returns the room's last seq.
+/// Locks each room's counter (creating it at 0), in room-name order, and returns the
+/// room's last seq.
+const LOCK_ROOMS: &str = "INSERT INTO room_seq (room, last_seq) \
+     SELECT r, 0 FROM unnest($1::text[]) AS r ORDER BY r \
+     ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq RETURNING room, last_seq";
+
+/// The stored messages whose keys the batch repeats (a retry, a redelivery).
+const FIND_STORED: &str = "SELECT m.room, m.seq, m.sender, m.client_id, m.body, m.sent_at, \
+     m.enriched, m.trace FROM messages m \
+     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(room, sender, client_id) \
+     ON m.room = k.room AND m.sender = k.sender AND m.client_id = k.client_id";
+
+const INSERT: &str = "INSERT INTO messages \
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
+     SELECT room, seq, sender, client_id, body, sent_at, enriched, $8, trace \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+     $7::text[], $9::text[]) AS m(room, seq, sender, client_id, body, sent_at, enriched, trace)";
+
+/// Writes back the counters that moved (their rows are locked by this transaction).
+const SET_COUNTERS: &str = "UPDATE room_seq SET last_seq = v.seq \
+     FROM unnest($1::text[], $2::bigint[]) AS v(room, seq) WHERE room_seq.room = v.room";
+
 async fn lock_rooms<'a>(
     tx: &mut PgConnection,
     batch: &'a [NewMessage],
 ) -> Result<Counters<'a>, Error> {
     let rooms = plan::rooms(batch);
-    let sql = format!(
-        "INSERT INTO room_seq (room, last_seq) VALUES {} ON CONFLICT (room) \
-         DO UPDATE SET last_seq = room_seq.last_seq RETURNING room, last_seq",
-        tuples_with_zero(rooms.len())
-    );
-    let mut q = dynamic(sql);
-    for room in rooms.keys() {
-        q = q.bind(*room);
-    }
+    let names: Vec<&str> = rooms.keys().copied().collect();
     let mut out = rooms;
-    for row in q.fetch_all(&mut *tx).await? {
+    for row in sqlx::query(LOCK_ROOMS)
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await?
+    {
         let room: String = row.try_get(0)?;
         let seq: i64 = row.try_get(1)?;
         if let Some(v) = out.get_mut(room.as_str()) {
@@ -151,43 +148,22 @@ async fn lock_rooms<'a>(
     Ok(out)
 }
 
-/// `($1, 0), ($2, 0), …`
-fn tuples_with_zero(rows: usize) -> String {
-    (1..=rows)
-        .map(|i| format!("(${i}, 0)"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The stored messages whose keys the batch repeats (a retry, a redelivery).
 async fn find_stored(
     tx: &mut PgConnection,
     batch: &[NewMessage],
 ) -> Result<Vec<StoredMessage>, Error> {
-    let terms: Vec<String> = (0..batch.len())
-        .map(|i| {
-            let p = i * 3;
-            format!(
-                "(room = ${} AND sender = ${} AND client_id = ${})",
-                p + 1,
-                p + 2,
-                p + 3
-            )
-        })
-        .collect();
-    let sql = format!(
-        "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
-         WHERE {}",
-        terms.join(" OR ")
-    );
-    let mut q = dynamic(sql);
-    for m in batch {
-        q = q
-            .bind(m.room.as_str())
-            .bind(m.from.as_str())
-            .bind(m.id.as_str());
-    }
-    q.fetch_all(&mut *tx).await?.iter().map(decode).collect()
+    let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
+    let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
+    let ids: Vec<&str> = batch.iter().map(|m| m.id.as_str()).collect();
+    sqlx::query(FIND_STORED)
+        .bind(&rooms)
+        .bind(&senders)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
 }
 
 async fn insert(
@@ -198,55 +174,71 @@ async fn insert(
     if fresh.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO messages (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
-         VALUES {}",
-        tuples(fresh.len(), 9)
-    );
-    let now = Timestamp::now().as_millis();
-    let mut q = dynamic(sql);
-    for &(i, seq) in fresh {
-        let m = &batch[i];
-        let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
-        q = q
-            .bind(m.room.as_str())
-            .bind(seq)
-            .bind(m.from.as_str())
-            .bind(m.id.as_str())
-            .bind(m.body.as_str())
-            .bind(m.sent_at.as_millis())
-            .bind(enriched)
-            .bind(now)
-            .bind(m.trace.as_deref());
+    let rows = fresh.iter().map(|&(i, seq)| (&batch[i], seq));
+    let mut cols = Columns::with_capacity(fresh.len());
+    for (m, seq) in rows {
+        cols.room.push(m.room.as_str());
+        cols.seq.push(seq);
+        cols.sender.push(m.from.as_str());
+        cols.client_id.push(m.id.as_str());
+        cols.body.push(m.body.as_str());
+        cols.sent_at.push(m.sent_at.as_millis());
+        cols.enriched
+            .push(serde_json::to_string(&m.enriched).expect("enrichment serializes"));
+        cols.trace.push(m.trace.as_deref());
     }
-    q.execute(&mut *tx).await?;
+    sqlx::query(INSERT)
+        .bind(&cols.room)
+        .bind(&cols.seq)
+        .bind(&cols.sender)
+        .bind(&cols.client_id)
+        .bind(&cols.body)
+        .bind(&cols.sent_at)
+        .bind(&cols.enriched)
+        .bind(Timestamp::now().as_millis())
+        .bind(&cols.trace)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
-/// Writes back the counters that moved.
+/// A batch's new rows, column by column: one array parameter each.
+struct Columns<'a> {
+    room: Vec<&'a str>,
+    seq: Vec<i64>,
+    sender: Vec<&'a str>,
+    client_id: Vec<&'a str>,
+    body: Vec<&'a str>,
+    sent_at: Vec<i64>,
+    enriched: Vec<String>,
+    trace: Vec<Option<&'a str>>,
+}
+
+impl Columns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            room: Vec::with_capacity(n),
+            seq: Vec::with_capacity(n),
+            sender: Vec::with_capacity(n),
+            client_id: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+            sent_at: Vec::with_capacity(n),
+            enriched: Vec::with_capacity(n),
+            trace: Vec::with_capacity(n),
+        }
+    }
+}
+
 async fn set_counters(tx: &mut PgConnection, last: &Counters<'_>) -> Result<(), Error> {
     let moved = plan::moved(last);
     if moved.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "INSERT INTO room_seq (room, last_seq) VALUES {} \
-         ON CONFLICT (room) DO UPDATE SET last_seq = excluded.last_seq",
-        tuples(moved.len(), 2)
-    );
-    let mut q = dynamic(sql);
-    for (room, seq) in moved {
-        q = q.bind(room).bind(seq);
-    }
-    q.execute(&mut *tx).await?;
+    let (rooms, seqs): (Vec<&str>, Vec<i64>) = moved.into_iter().unzip();
+    sqlx::query(SET_COUNTERS)
+        .bind(&rooms)
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_are_numbered_row_by_row() {
-        assert_eq!(super::tuples(2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(super::tuples_with_zero(2), "($1, 0), ($2, 0)");
-    }
 }
