@@ -17,6 +17,7 @@ mod identity;
 mod limits;
 mod nginx;
 mod ordering;
+mod presence;
 mod protocol;
 mod queue_contract;
 mod removal;

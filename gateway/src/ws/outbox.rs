@@ -77,6 +77,7 @@ pub fn cost(item: &Outbound) -> usize {
     match item {
         Outbound::Frame(f) => f.len(),
         Outbound::Live(d) => d.frame.len(),
+        Outbound::Signal(s) => s.frame.len(),
         _ => 0,
     }
 }
@@ -163,16 +164,18 @@ impl<'a> Intake<'a> {
         }
     }
 
-    /// Room messages are counted here (the reader counted its replies when it queued
-    /// them); one that does not fit is left to a resync.
+    /// Room messages and signals are counted here (the reader counted its replies when
+    /// it queued them); a message that does not fit is left to a resync, a signal dropped.
     fn admit(&mut self, item: Outbound) -> Option<Outbound> {
-        if let Outbound::Live(d) = &item
-            && !self.budget.try_admit(d.frame.len())
-        {
-            self.missed();
-            return None;
+        match &item {
+            Outbound::Live(d) if !self.budget.try_admit(d.frame.len()) => {
+                self.missed();
+                None
+            }
+            // Ephemeral: not worth a resync, just not shown.
+            Outbound::Signal(s) if !self.budget.try_admit(s.frame.len()) => None,
+            _ => Some(item),
         }
-        Some(item)
     }
 }
 

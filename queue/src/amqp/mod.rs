@@ -7,7 +7,8 @@
 //! process, supervised), [`topology`] (names, declaring, depth, deleting), [`publish`],
 //! [`consume`] (ingest consumers and settlement, with [`balance`] sharing partitions
 //! among them), [`fanout`] and [`feed`] (the two ends of delivery), [`dead`] (dead
-//! letters); [`subscribed`] is the channel consumer both roles use.
+//! letters), [`signals`] (the gateways' signal lane); [`subscribed`] is the channel
+//! consumer both roles use.
 
 mod balance;
 mod connection;
@@ -16,6 +17,7 @@ mod dead;
 mod fanout;
 mod feed;
 mod publish;
+mod signals;
 mod subscribed;
 mod topology;
 
@@ -44,6 +46,8 @@ const MAX_PARTITIONS: u16 = 256;
 pub struct AmqpQueue {
     link: Arc<Link>,
     opts: QueueOptions,
+    /// The signal lane's own publishing channel (`signals.rs`).
+    signals: signals::SignalPublisher,
 }
 
 impl AmqpQueue {
@@ -56,6 +60,7 @@ impl AmqpQueue {
         Ok(Self {
             link,
             opts: opts.clone(),
+            signals: signals::SignalPublisher::default(),
         })
     }
 
