@@ -278,9 +278,16 @@ async fn publish(
         {
             last_snapshot = Some(Instant::now());
         }
-        if let Err(e) = p.lane.publish(&batch).await {
-            metrics::counter!("courier_signal_lane_errors_total", "op" => "publish").increment(1);
-            tracing::debug!(error = %e, signals = batch.len(), "publishing signals failed; the next snapshot heals presence");
+        match p.lane.publish(&batch).await {
+            Ok(()) => {
+                metrics::counter!("courier_signal_publishes_total").increment(1);
+                metrics::counter!("courier_signals_published_total").increment(batch.len() as u64);
+            }
+            Err(e) => {
+                metrics::counter!("courier_signal_lane_errors_total", "op" => "publish")
+                    .increment(1);
+                tracing::debug!(error = %e, signals = batch.len(), "publishing signals failed; the next snapshot heals presence");
+            }
         }
     }
 }
