@@ -350,3 +350,53 @@ async fn killed_gateway(backend: Backend) {
     drop(bob);
     c.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "rabbitmq"),
+    ignore = "needs RabbitMQ: --features courier-tests/rabbitmq (scripts/test.sh)"
+)]
+async fn the_rabbitmq_signal_lane_reaches_every_gateway_in_order_and_is_bounded() {
+    use queue::{Signal, SignalKind, SignalLane};
+    let _faults = BROKER_FAULTS.lock().await;
+    let prefix = format!("sig-{}", unique_suffix());
+    let url = format!("{}?prefix={prefix}", crate::cluster::amqp_base_url());
+    let q = crate::queue_contract::open(&url, &queue::QueueOptions::default())
+        .await
+        .unwrap();
+    let gw = |g: &str| shared::GatewayId::from_string(g.into());
+    let mut a = SignalLane::subscribe(&q, &gw("gw-a"), 64).await.unwrap();
+    let mut b = SignalLane::subscribe(&q, &gw("gw-b"), 64).await.unwrap();
+    let signals: Vec<Signal> = (1..=40)
+        .map(|seq| Signal {
+            gateway: gw("gw-a"),
+            seq,
+            kind: SignalKind::Typing {
+                room: RoomId::parse("lobby").unwrap(),
+                user: shared::UserId::parse("alice").unwrap(),
+            },
+        })
+        .collect();
+    q.publish(&signals[..25]).await.unwrap();
+    q.publish(&signals[25..]).await.unwrap();
+    for rx in [&mut a, &mut b] {
+        for want in 1..=40 {
+            let got = timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("every signal, to every gateway")
+                .unwrap();
+            assert_eq!(got, signals[want - 1]);
+        }
+    }
+    let args = crate::queue_contract::declared_arguments(&format!("{prefix}.signals.gw-a"));
+    assert!(
+        args.contains(&("x-max-length".into(), json!(64))),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&("x-overflow".into(), json!("drop-head"))),
+        "{args:?}"
+    );
+    drop((a, b));
+    q.destroy().await.unwrap();
+}

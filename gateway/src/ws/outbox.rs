@@ -215,6 +215,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_signal_beyond_the_bound_is_dropped_without_a_resync() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let budget = Budget::new(1000);
+        let mut intake = Intake::new(&mut rx, budget.clone(), Arc::default());
+        let signal = |len| {
+            Outbound::Signal(Arc::new(crate::hub::RoomSignal {
+                room: RoomId::parse("r").unwrap(),
+                frame: Utf8Bytes::from("x".repeat(len)),
+            }))
+        };
+        tx.send(live(1, 900)).await.unwrap();
+        tx.send(signal(200)).await.unwrap();
+        tx.send(signal(50)).await.unwrap();
+        let first = intake.next().await.unwrap();
+        intake.hold_next().await; // 1100 > 1000: dropped
+        intake.hold_next().await;
+        assert!(
+            !intake.lagging.load(Ordering::Relaxed),
+            "no resync for a signal"
+        );
+        intake.done(cost(&first));
+        assert!(matches!(intake.next().await, Some(Outbound::Signal(s)) if s.frame.len() == 50));
+    }
+
+    #[tokio::test]
     async fn the_reader_waits_while_over_the_bound() {
         let budget = Budget::new(1000);
         budget.reserve(900).await;
