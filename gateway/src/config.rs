@@ -269,3 +269,25 @@ impl GatewayConfig {
         Self::parse_from(["gateway"])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_ttl_must_cover_two_snapshots() {
+        let mut c = GatewayConfig::defaults();
+        assert!(c.validate().is_ok(), "the defaults are valid");
+        c.presence.presence_snapshot_ms = 10_000;
+        c.presence.presence_ttl_ms = 19_999;
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.starts_with(
+                "PRESENCE_TTL_MS (19999) must be at least twice PRESENCE_SNAPSHOT_MS (10000)"
+            ),
+            "{err}"
+        );
+        c.presence.presence_ttl_ms = 20_000;
+        assert!(c.validate().is_ok());
+    }
+}
