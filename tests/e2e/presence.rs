@@ -121,13 +121,23 @@ async fn typing_is_relayed_and_throttled(
         typing_events(own_tab).await.is_empty(),
         "nor to their other tabs"
     );
+    // Again once 2 s have passed since the first was taken (its arrival, which a loaded
+    // machine may delay a little: tried until it goes).
     tokio::time::sleep(
-        (sent + Duration::from_millis(2100)).saturating_duration_since(Instant::now()),
+        (sent + Duration::from_millis(2000)).saturating_duration_since(Instant::now()),
     )
     .await;
-    typist.send(json!({"type":"typing","room":room})).await;
-    let again = timeout(TYPING_WITHIN, watcher.recv_where(pred)).await;
-    assert!(again.is_ok(), "typing goes again after 2 s");
+    let deadline = sent + Duration::from_secs(5);
+    loop {
+        typist.send(json!({"type":"typing","room":room})).await;
+        if timeout(Duration::from_millis(300), watcher.recv_where(pred))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "typing goes again after 2 s");
+    }
 }
 
 #[tokio::test]
