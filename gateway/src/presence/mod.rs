@@ -148,7 +148,7 @@ impl Presence {
     /// A `typing` of `user` in `room` on this gateway: relayed to the other members here
     /// and to the other gateways, unless one was within `TYPING_EVERY` (then dropped).
     pub fn typing(&self, hub: &Hub, room: &RoomId, user: &UserId) {
-        let allowed = lock(&self.state).typing_allowed(room, user, Instant::now());
+        let allowed = lock(&self.state).typing_allowed(room, user, None, Instant::now());
         if !allowed {
             metrics::counter!("courier_typing_dropped_total").increment(1);
             return;
@@ -341,7 +341,7 @@ async fn receive(
 
 fn apply(p: &Presence, hub: &Hub, s: Signal, now: Instant) {
     if let SignalKind::Typing { room, user } = &s.kind {
-        if lock(&p.state).typing_allowed(room, user, now) {
+        if lock(&p.state).typing_allowed(room, user, Some(&s.gateway), now) {
             relay_typing(hub, room, user);
         } else {
             metrics::counter!("courier_typing_dropped_total").increment(1);

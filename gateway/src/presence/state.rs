@@ -59,8 +59,9 @@ pub struct PresenceState {
     ttl: Duration,
     local: HashMap<RoomId, LocalRoom>,
     remote: HashMap<GatewayId, HashMap<RoomId, RemoteRoom>>,
-    /// When each (room, user) last had a `typing` relayed.
-    typing: HashMap<(RoomId, UserId), Instant>,
+    /// When each (room, user) last had a `typing` relayed, and from which gateway
+    /// (`None`: this one).
+    typing: HashMap<(RoomId, UserId), (Instant, Option<GatewayId>)>,
 }
 
 impl PresenceState {
@@ -275,7 +276,7 @@ impl PresenceState {
     /// (a gateway that died without a word), and old typing marks.
     pub fn expire(&mut self, now: Instant) -> Vec<Change> {
         self.typing
-            .retain(|_, at| now.saturating_duration_since(*at) < TYPING_EVERY);
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < TYPING_EVERY);
         let ttl = self.ttl;
         let mut gone: Vec<(RoomId, UserId, bool)> = Vec::new();
         for rooms in self.remote.values_mut() {
@@ -291,17 +292,27 @@ impl PresenceState {
         self.settle(gone)
     }
 
-    /// True when a `typing` of `user` in `room` may be relayed now (and marks it); false
-    /// within `TYPING_EVERY` of the last one.
-    pub fn typing_allowed(&mut self, room: &RoomId, user: &UserId, now: Instant) -> bool {
+    /// True when a `typing` of `user` in `room`, from this gateway (`from` `None`) or
+    /// relayed by gateway `from`, may go to the members now (and marks it); false within
+    /// `TYPING_EVERY` of the last one, unless both came from the same other gateway: that
+    /// one throttled them already, and the lane's jitter must not drop the next one. So
+    /// a user typing on two gateways is still one event per 2 s.
+    pub fn typing_allowed(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        from: Option<&GatewayId>,
+        now: Instant,
+    ) -> bool {
         let key = (room.clone(), user.clone());
-        match self.typing.get(&key) {
-            Some(at) if now.saturating_duration_since(*at) < TYPING_EVERY => false,
-            _ => {
-                self.typing.insert(key, now);
-                true
-            }
+        if let Some((at, last)) = self.typing.get(&key)
+            && now.saturating_duration_since(*at) < TYPING_EVERY
+            && (from.is_none() || last.as_ref() != from)
+        {
+            return false;
         }
+        self.typing.insert(key, (now, from.cloned()));
+        true
     }
 
     /// The users of `room` on every gateway, sorted, at most the cap; true when there

@@ -197,11 +197,26 @@ fn typing_is_throttled_per_user_and_room() {
     let mut s = state(10);
     let t0 = Instant::now();
     let other = RoomId::parse("other").unwrap();
-    assert!(s.typing_allowed(&room(), &user("a"), t0));
-    assert!(!s.typing_allowed(&room(), &user("a"), t0 + Duration::from_millis(1999)));
-    assert!(s.typing_allowed(&room(), &user("b"), t0));
-    assert!(s.typing_allowed(&other, &user("a"), t0));
-    assert!(s.typing_allowed(&room(), &user("a"), t0 + TYPING_EVERY));
+    assert!(s.typing_allowed(&room(), &user("a"), None, t0));
+    assert!(!s.typing_allowed(&room(), &user("a"), None, t0 + Duration::from_millis(1999)));
+    assert!(s.typing_allowed(&room(), &user("b"), None, t0));
+    assert!(s.typing_allowed(&other, &user("a"), None, t0));
+    assert!(s.typing_allowed(&room(), &user("a"), None, t0 + TYPING_EVERY));
     s.expire(t0 + TYPING_EVERY * 3);
-    assert!(s.typing_allowed(&room(), &user("b"), t0 + TYPING_EVERY * 3));
+    assert!(s.typing_allowed(&room(), &user("b"), None, t0 + TYPING_EVERY * 3));
+}
+
+#[test]
+fn relayed_typing_is_throttled_across_gateways_but_not_against_its_own_origin() {
+    let mut s = state(10);
+    let t0 = Instant::now();
+    let (b, c) = (gw("gw-b"), gw("gw-c"));
+    let early = t0 + Duration::from_millis(1800);
+    assert!(s.typing_allowed(&room(), &user("a"), Some(&b), t0));
+    // gw-b throttled its own; one that came faster over the lane still goes.
+    assert!(s.typing_allowed(&room(), &user("a"), Some(&b), early));
+    // The same user typing on gw-c, or here, within 2 s of it: dropped.
+    assert!(!s.typing_allowed(&room(), &user("a"), Some(&c), early));
+    assert!(!s.typing_allowed(&room(), &user("a"), None, early));
+    assert!(s.typing_allowed(&room(), &user("a"), Some(&c), early + TYPING_EVERY));
 }
