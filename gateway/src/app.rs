@@ -26,6 +26,8 @@ pub struct App {
     /// Who may use which room, with its cache of room settings.
     pub access: Arc<crate::access::Access>,
     pub hub: Arc<Hub>,
+    /// Who is in which room on any gateway, and typing (the signal lane).
+    pub presence: Arc<crate::presence::Presence>,
     pub identity: Identity,
     /// Pages that may open `/ws` (`ALLOWED_ORIGINS`).
     pub origins: crate::origin::Origins,

@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub limits: Limits,
 
+    #[command(flatten)]
+    pub presence: PresenceSettings,
+
     /// Embedded workers (used only with the embedded queues, QUEUE_URL=sqlite://… or memory).
     #[cfg(feature = "embedded")]
     #[command(flatten)]
@@ -177,6 +180,53 @@ impl Limits {
     }
 }
 
+/// Presence and typing (the signal lane between gateways).
+#[derive(Clone, Debug, clap::Args)]
+pub struct PresenceSettings {
+    /// Users per room that presence tracks, on this gateway and of each other gateway:
+    /// beyond it a room's further users get no `member` events, and the `presence` reply
+    /// lists the first this many (in byte order) with `"truncated":true`.
+    #[arg(long, env = "PRESENCE_MAX_USERS_PER_ROOM", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub presence_max_users_per_room: u32,
+
+    /// How often this gateway tells the others every room it has users in, in ms (the
+    /// heartbeat that heals a lost signal and keeps its users online elsewhere).
+    #[arg(long, env = "PRESENCE_SNAPSHOT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub presence_snapshot_ms: u64,
+
+    /// How long what another gateway said of a room counts without being repeated, in
+    /// ms: a gateway that dies without a word has its users go offline elsewhere within
+    /// this. At least twice PRESENCE_SNAPSHOT_MS.
+    #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(200..=3_600_000))]
+    pub presence_ttl_ms: u64,
+
+    /// Signals (presence, typing) waiting to be published, and waiting to be read from
+    /// the other gateways (on RabbitMQ also the `x-max-length` of this gateway's signal
+    /// queue); beyond it they are dropped, and the next snapshot heals presence.
+    #[arg(long, env = "SIGNAL_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub signal_buffer: u32,
+}
+
+impl PresenceSettings {
+    pub fn snapshot_every(&self) -> Duration {
+        Duration::from_millis(self.presence_snapshot_ms)
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.presence_ttl_ms)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.presence_ttl_ms < 2 * self.presence_snapshot_ms {
+            return Err(format!(
+                "PRESENCE_TTL_MS ({}) must be at least twice PRESENCE_SNAPSHOT_MS ({}): one lost snapshot must not take a gateway's users offline",
+                self.presence_ttl_ms, self.presence_snapshot_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Shortest HS256 secret accepted: a key shorter than the hash (32 bytes) is guessable.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -210,12 +260,34 @@ impl GatewayConfig {
         if self.api_token.as_deref().is_some_and(str::is_empty) {
             return Err("API_TOKEN is set but empty; unset it to refuse the HTTP API".into());
         }
-        Ok(())
+        self.presence.validate()
     }
 
     /// The defaults, as `gateway` with no flags and no environment would run (for tests).
     pub fn defaults() -> Self {
         use clap::Parser;
         Self::parse_from(["gateway"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_ttl_must_cover_two_snapshots() {
+        let mut c = GatewayConfig::defaults();
+        assert!(c.validate().is_ok(), "the defaults are valid");
+        c.presence.presence_snapshot_ms = 10_000;
+        c.presence.presence_ttl_ms = 19_999;
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.starts_with(
+                "PRESENCE_TTL_MS (19999) must be at least twice PRESENCE_SNAPSHOT_MS (10000)"
+            ),
+            "{err}"
+        );
+        c.presence.presence_ttl_ms = 20_000;
+        assert!(c.validate().is_ok());
     }
 }

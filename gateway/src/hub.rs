@@ -45,6 +45,9 @@ pub enum Outbound {
     Resync,
     /// One room message, in the room's order; every member gets the same allocation.
     Live(Arc<Delivered>),
+    /// An ephemeral event of a room (`member`, `typing`): written only while the room is
+    /// live on the connection, dropped when the connection's buffer is full.
+    Signal(Arc<RoomSignal>),
     /// Close the connection with this code.
     Close(u16, &'static str),
 }
@@ -79,6 +82,20 @@ pub struct Delivered {
     pub sent_at_ms: i64,
 }
 
+/// A `member` or `typing` frame of one room, serialized once for every recipient.
+#[derive(Debug)]
+pub struct RoomSignal {
+    pub room: RoomId,
+    pub frame: Utf8Bytes,
+}
+
+/// Told of every connection that enters or leaves a room (presence). Called in the
+/// room's turn, outside the hub's lock, so it may read the hub.
+pub trait Membership: Send + Sync {
+    fn entered(&self, hub: &Hub, room: &RoomId, conn: ConnId, user: &UserId);
+    fn left(&self, hub: &Hub, room: &RoomId, conn: ConnId);
+}
+
 /// A connection's entry in a room.
 #[derive(Clone)]
 pub struct Member {
@@ -106,6 +123,7 @@ pub struct Hub {
     membership: Mutex<HashMap<RoomId, Arc<tokio::sync::Mutex<()>>>>,
     binding: Box<dyn RoomBinding>,
     hold: Duration,
+    membership_observer: std::sync::OnceLock<Arc<dyn Membership>>,
 }
 
 /// Holds one room's membership lock; the entry goes when its last user does.
@@ -133,7 +151,13 @@ impl Hub {
             membership: Mutex::new(HashMap::new()),
             binding,
             hold,
+            membership_observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets who is told of members entering and leaving rooms (once).
+    pub fn observe(&self, observer: Arc<dyn Membership>) {
+        let _ = self.membership_observer.set(observer);
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomId, Room>> {
@@ -169,15 +193,21 @@ impl Hub {
         if !known {
             self.binding.bind(room).await?;
         }
-        let mut rooms = self.rooms();
-        let entry = rooms.entry(room.clone()).or_insert_with(|| Room {
-            members: HashMap::new(),
-            next: None,
-            held: BTreeMap::new(),
-            held_since: None,
-        });
-        entry.members.insert(conn, member);
-        metrics::gauge!("courier_rooms").set(rooms.len() as f64);
+        let user = member.user.clone();
+        {
+            let mut rooms = self.rooms();
+            let entry = rooms.entry(room.clone()).or_insert_with(|| Room {
+                members: HashMap::new(),
+                next: None,
+                held: BTreeMap::new(),
+                held_since: None,
+            });
+            entry.members.insert(conn, member);
+            metrics::gauge!("courier_rooms").set(rooms.len() as f64);
+        }
+        if let Some(o) = self.membership_observer.get() {
+            o.entered(self, room, conn, &user);
+        }
         Ok(())
     }
 
@@ -204,6 +234,9 @@ impl Hub {
             metrics::gauge!("courier_rooms").set(rooms.len() as f64);
             (was_member, emptied)
         };
+        if was_member && let Some(o) = self.membership_observer.get() {
+            o.left(self, room, conn);
+        }
         if emptied && let Err(e) = self.binding.unbind(room).await {
             // Harmless: the gateway drops deliveries of rooms it has no members in.
             warn!(%room, error = %e, "unbinding an empty room failed");

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod ops;
 pub mod origin;
 pub mod page;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod rooms_api;
@@ -50,7 +51,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let (queue_config, origins, metrics_listener) = prepare(&config).await?;
-    let queue = queue::connect(&queue_config).await?;
+    let (queue, lane) = queue::connect_with_signals(&queue_config).await?;
     let store = Store::connect(&config.store.database_url, config.store.options()).await?;
     let gateway = GatewayId::generate();
 
@@ -63,6 +64,18 @@ pub async fn run(
     ));
     let subscription = queue.subscribe(&gateway).await?;
     let hub = Arc::new(Hub::new(subscription.rooms, config.limits.reorder_hold()));
+    // After the delivery feed: on SQS the signals arrive in its queue.
+    let signals = lane
+        .subscribe(&gateway, config.presence.signal_buffer as usize)
+        .await?;
+    let presence = presence::Presence::start(
+        gateway.clone(),
+        &config.presence,
+        lane,
+        signals,
+        hub.clone(),
+        shutdown.clone(),
+    );
     let delivery = tokio::spawn(deliver(
         subscription.events,
         hub.clone(),
@@ -81,6 +94,7 @@ pub async fn run(
         access,
         store,
         hub,
+        presence,
         metrics: telemetry::metrics_handle(),
         shutdown: shutdown.clone(),
         connections: AtomicUsize::new(0),
@@ -100,6 +114,7 @@ pub async fn run(
         stopping + app.config.limits.drain(),
     )
     .await;
+    app.presence.stop().await;
     workers_stop.fire();
     if let Some(w) = workers {
         match w.await {
@@ -230,6 +245,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/rooms/{room}",
             put(rooms_api::put_room).get(rooms_api::get_room),
         )
+        .route("/api/rooms/{room}/presence", get(rooms_api::get_presence))
         .route(
             "/api/rooms/{room}/members/{user}",
             put(rooms_api::put_member).delete(rooms_api::delete_member),

@@ -111,6 +111,14 @@ pub enum Command {
     /// The private rooms the user is a member of and their direct rooms with messages.
     Rooms,
     Ping,
+    /// The user is typing in a room: relayed to the other members, never stored.
+    Typing {
+        room: RoomId,
+    },
+    /// Who has a connection in a room, on any gateway.
+    Presence {
+        room: RoomId,
+    },
 }
 
 impl Command {
@@ -123,6 +131,8 @@ impl Command {
             Self::History { .. } => "history",
             Self::Rooms => "rooms",
             Self::Ping => "ping",
+            Self::Typing { .. } => "typing",
+            Self::Presence { .. } => "presence",
         }
     }
 }
@@ -207,6 +217,8 @@ fn parse_fields(obj: &Map<String, Value>) -> Result<Command, CommandError> {
         }
         "rooms" => Command::Rooms,
         "ping" => Command::Ping,
+        "typing" => Command::Typing { room: room(obj)? },
+        "presence" => Command::Presence { room: room(obj)? },
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(bad(format!("unknown type {shown:?}")));
@@ -283,6 +295,25 @@ pub enum ServerEvent<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
     },
+    /// A user's first connection joined the room on any gateway (`online`), or their
+    /// last one left (`offline`).
+    Member {
+        room: &'a RoomId,
+        user: &'a UserId,
+        state: &'a str,
+    },
+    /// Another member is typing.
+    Typing { room: &'a RoomId, user: &'a UserId },
+    /// The `presence` reply: sorted; `truncated` when the room had more users than a
+    /// gateway tracks (`PRESENCE_MAX_USERS_PER_ROOM`).
+    Presence {
+        room: &'a RoomId,
+        users: &'a [UserId],
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -327,6 +358,17 @@ mod tests {
             parse_command(r#"{"type":"ping"}"#).unwrap().command,
             Command::Ping
         );
+        assert_eq!(
+            parse_command(r#"{"type":"typing","room":"lobby"}"#)
+                .unwrap()
+                .command,
+            Command::Typing {
+                room: RoomId::parse("lobby").unwrap()
+            }
+        );
+        let r = parse_command(r#"{"type":"presence","room":"lobby","ref":"p"}"#).unwrap();
+        assert!(matches!(r.command, Command::Presence { .. }));
+        assert_eq!(code(r#"{"type":"typing"}"#), ErrorCode::BadRequest);
         let r = parse_command(r#"{"type":"rooms","ref":"r2"}"#).unwrap();
         assert_eq!(
             (r.command, r.reference.as_deref()),
@@ -412,6 +454,34 @@ mod tests {
         assert_eq!(
             ev.to_json(),
             r#"{"type":"rooms","rooms":["lobby"],"ref":"r"}"#
+        );
+        let bob = UserId::parse("bob").unwrap();
+        let ev = ServerEvent::Member {
+            room: &room,
+            user: &bob,
+            state: "online",
+        };
+        assert_eq!(
+            ev.to_json(),
+            r#"{"type":"member","room":"lobby","user":"bob","state":"online"}"#
+        );
+        let ev = ServerEvent::Typing {
+            room: &room,
+            user: &bob,
+        };
+        assert_eq!(
+            ev.to_json(),
+            r#"{"type":"typing","room":"lobby","user":"bob"}"#
+        );
+        let ev = ServerEvent::Presence {
+            room: &room,
+            users: std::slice::from_ref(&bob),
+            truncated: false,
+            reference: Some("p"),
+        };
+        assert_eq!(
+            ev.to_json(),
+            r#"{"type":"presence","room":"lobby","users":["bob"],"ref":"p"}"#
         );
         let e = CommandError::new(ErrorCode::NotJoined, "join first");
         assert_eq!(

@@ -59,6 +59,23 @@ pub async fn get_room(
     Ok(settings_json(&room, &settings))
 }
 
+/// `GET /api/rooms/{room}/presence`: `{"room","users"}`, as the `presence` reply (with
+/// `"truncated":true` when the list was cut at the cap).
+pub async fn get_presence(
+    State(app): State<Arc<App>>,
+    Path(raw_room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let room = room(&raw_room)?;
+    let (users, truncated) = app.presence.users(&room);
+    let mut body = json!({ "room": room, "users": users });
+    if truncated {
+        body["truncated"] = Value::Bool(true);
+    }
+    Ok(Json(body))
+}
+
 /// `PUT /api/rooms/{room}` with `{"private":bool,"members":[...]}`: replaces the room's
 /// settings and answers them as `GET` does.
 pub async fn put_room(

@@ -8,6 +8,8 @@ import { CourierClient, NAME_RE, segments } from './client.js';
 
 const HISTORY_PAGE = 50;
 const MAX_SHOWN = 1000;
+/** How long "… is typing" stays after a typing event (they come every 2 s while typing). */
+const TYPING_SHOWN_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -26,6 +28,8 @@ const ui = {
   dmForm: $('dm-form'),
   dmName: $('dm-name'),
   title: $('room-title'),
+  online: $('online'),
+  typing: $('typing'),
   leave: $('leave'),
   scroller: $('scroller'),
   older: $('older'),
@@ -177,6 +181,7 @@ function onMessage(m) {
   if (r.oldest === null || m.seq < r.oldest) r.oldest = m.seq;
   // A direct room is listed once it has a message.
   if (m.room.startsWith('dm:') && !privateRooms.includes(m.room)) refreshPrivate();
+  stopTyping(r, m.from);
   const mine = r.outbox.get(m.id);
   if (mine && m.from === client.user) {
     mine.remove();
@@ -344,6 +349,8 @@ function addRoom(name) {
     noMore: false,
     loadedOnce: false,
     unread: 0,
+    online: new Set(), // who has a connection in the room, on any gateway
+    typers: new Map(), // user -> timer that takes their "is typing" away
   };
   rooms.set(name, r);
   saveRooms();
@@ -407,10 +414,71 @@ function directRoom(me, other) {
   return me < other ? `dm:${me}:${other}` : `dm:${other}:${me}`;
 }
 
+// ---- presence and typing ------------------------------------------------------------
+
+/** Asks who is in the room (after every join: what changed while away is not replayed). */
+function refreshPresence(r) {
+  client.presence(r.name).then(
+    ({ users }) => {
+      if (rooms.get(r.name) !== r) return;
+      r.online = new Set(users);
+      if (r === current) showPresence(r);
+    },
+    () => {
+      // Offline: asked again at the next joined.
+    },
+  );
+}
+
+function onMember({ room, user, state }) {
+  const r = rooms.get(room);
+  if (!r) return;
+  if (state === 'online') r.online.add(user);
+  else {
+    r.online.delete(user);
+    stopTyping(r, user);
+  }
+  if (r === current) showPresence(r);
+}
+
+function onTyping({ room, user }) {
+  const r = rooms.get(room);
+  if (!r || user === client.user) return;
+  clearTimeout(r.typers.get(user));
+  r.typers.set(
+    user,
+    setTimeout(() => stopTyping(r, user), TYPING_SHOWN_MS),
+  );
+  if (r === current) showTyping(r);
+}
+
+function stopTyping(r, user) {
+  if (!r.typers.has(user)) return;
+  clearTimeout(r.typers.get(user));
+  r.typers.delete(user);
+  if (r === current) showTyping(r);
+}
+
+function showPresence(r) {
+  const users = r ? [...r.online].sort() : [];
+  ui.online.textContent = users.length ? `Online: ${users.join(', ')}` : '';
+  ui.online.title = ui.online.textContent;
+}
+
+function showTyping(r) {
+  const names = r ? [...r.typers.keys()].sort() : [];
+  let text = '';
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = 'Several people are typing…';
+  ui.typing.textContent = text;
+}
+
 function removeRoom(name) {
   const r = rooms.get(name);
   if (!r) return;
   rooms.delete(name);
+  for (const timer of r.typers.values()) clearTimeout(timer);
   r.view.remove();
   r.tab.remove();
   saveRooms();
@@ -443,6 +511,8 @@ function showRoom(r) {
     r.badge.hidden = true;
     store.set('courier.current', r.name);
   }
+  showPresence(r);
+  showTyping(r);
   updateOlder();
   scrollToBottom();
 }
@@ -470,7 +540,10 @@ function start({ user, token }) {
   client.on('joined', ({ room }) => {
     const r = rooms.get(room);
     if (r && r.ready && !r.loadedOnce) loadOlder(r);
+    if (r) refreshPresence(r);
   });
+  client.on('member', onMember);
+  client.on('typing', onTyping);
   client.connect();
   ui.login.hidden = true;
   ui.chat.hidden = false;
@@ -530,6 +603,11 @@ ui.leave.addEventListener('click', () => {
 ui.composer.addEventListener('submit', (ev) => {
   ev.preventDefault();
   send();
+});
+
+// The client sends at most one typing signal per room every 2 s, however fast this fires.
+ui.text.addEventListener('input', () => {
+  if (current && current.ready && ui.text.value.trim()) client.typing(current.name);
 });
 
 ui.text.addEventListener('keydown', (ev) => {

@@ -35,6 +35,7 @@ const DEFAULTS = {
   maxPending: 1000,
   maxBuffered: 2000,
   historyRetries: 5,
+  typingEvery: 2000,
   idPrefix: undefined,
   WebSocket: undefined,
   setTimeout: undefined,
@@ -90,7 +91,8 @@ function defaultUrl() {
  * A connection to a courier gateway that survives disconnects.
  *
  * Events (subscribe with `on(type, fn)`, which returns a function that unsubscribes):
- * `message`, `state`, `joined`, `left`, `ack`, `error`. See docs/client.md.
+ * `message`, `state`, `joined`, `left`, `ack`, `member`, `typing`, `error`. See
+ * docs/client.md.
  */
 export class CourierClient {
   constructor(options = {}) {
@@ -114,6 +116,7 @@ export class CourierClient {
     this._requests = new Map(); // ref -> {resolve, reject, kind, room}
     this._nextRef = 1;
     this._nextId = 1;
+    this._typedAt = new Map(); // room -> when this client last sent `typing` there
     this._idPrefix = o.idPrefix || randomPrefix(o.random);
     this.user = null;
     this.session = null;
@@ -293,6 +296,39 @@ export class CourierClient {
    */
   listRooms() {
     return this._request({ type: 'rooms' }, 'rooms', undefined, this._o.historyRetries).then((f) => f.rooms || []);
+  }
+
+  /**
+   * Who has a connection in `room`, on any gateway: a Promise of `{room, users,
+   * truncated}` (users sorted). Joined or not; needs a connection. Keep it current with
+   * the `member` events.
+   */
+  presence(room) {
+    if (typeof room !== 'string' || !NAME_RE.test(room)) {
+      return Promise.reject(new CourierError('bad_request', `invalid room name ${JSON.stringify(room)}`, { room }));
+    }
+    return this._request({ type: 'presence', room }, 'presence', room, this._o.historyRetries).then((f) => ({
+      room: f.room,
+      users: f.users || [],
+      truncated: !!f.truncated,
+    }));
+  }
+
+  /**
+   * Tells the room's other members this user is typing. Call it on every keystroke: at
+   * most one signal per room goes out every `typingEvery` ms (the gateway drops more
+   * anyway). True when one went out now; false when throttled, or when the room is not
+   * joined on a live connection.
+   */
+  typing(room) {
+    const r = this._rooms.get(room);
+    if (!r || !r.joined) return false;
+    const now = this._o.now();
+    const last = this._typedAt.get(room);
+    if (last !== undefined && now - last < this._o.typingEvery) return false;
+    if (!this._frameOut({ type: 'typing', room })) return false;
+    this._typedAt.set(room, now);
+    return true;
   }
 
   // ---- connection ---------------------------------------------------------------------
@@ -484,8 +520,15 @@ export class CourierClient {
       case 'left':
         if (f.reason === 'removed' && f.ref === undefined) return this._removed(f);
         return this._reply(f);
+      case 'member':
+        if (this._rooms.has(f.room)) this._emit('member', { room: f.room, user: f.user, state: f.state });
+        return;
+      case 'typing':
+        if (this._rooms.has(f.room)) this._emit('typing', { room: f.room, user: f.user });
+        return;
       case 'history':
       case 'rooms':
+      case 'presence':
       case 'pong':
         return this._reply(f);
       default:

@@ -23,6 +23,9 @@ pub enum Cmd {
     Run(RunArgs),
     /// W3: open idle connections and measure the server's RSS per connection.
     Idle(IdleArgs),
+    /// W4: every connection sends `typing` to its room every `--every` seconds; the
+    /// server's CPU and the signal lane's traffic (courier only).
+    Typing(TypingArgs),
     /// The Rust in-memory broadcast reference: our protocol's join/send/message, no
     /// queue, no store.
     ReferenceServer {
@@ -120,6 +123,26 @@ impl BodyMode {
             BodyMode::Fixed => "fixed",
         }
     }
+}
+
+#[derive(Args, Clone)]
+pub struct TypingArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds between one connection's `typing` signals (the gateway relays at most one
+    /// per user and room every 2 s).
+    #[arg(long, default_value_t = 2.0)]
+    pub every: f64,
+    /// Seconds measured after the warm-up.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 4.0)]
+    pub warmup: f64,
+    /// A gateway's `/metrics` address (`host:port`), read before and after for the signal
+    /// lane's traffic; repeat it for every gateway.
+    #[arg(long = "metrics")]
+    pub metrics: Vec<String>,
 }
 
 #[derive(Args, Clone)]

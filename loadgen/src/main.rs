@@ -12,6 +12,7 @@ mod report;
 mod rng;
 mod run;
 mod stats;
+mod typing;
 
 use clap::Parser;
 
@@ -25,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         match cli.cmd {
             cli::Cmd::Run(args) => run::run(args).await,
             cli::Cmd::Idle(args) => idle::idle(args).await,
+            cli::Cmd::Typing(args) => typing::typing(args).await,
             cli::Cmd::ReferenceServer { bind } => reference::serve(bind).await,
         }
     })

@@ -3,6 +3,9 @@
 use crate::bodies::Bodies;
 use crate::cli::{BodyMode, Protocol, RunArgs, Target};
 use crate::client::{self, Incoming, Ws};
+
+/// An open, joined connection, as [`connect_all`] gives them.
+pub type WsConn = Ws;
 use crate::procstat;
 use crate::report;
 use crate::rng::Rng;

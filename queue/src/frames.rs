@@ -63,6 +63,10 @@ impl Frame {
 /// What a gateway reads of each message; the other fields are skipped, not allocated.
 #[derive(Deserialize)]
 struct Head {
+    /// `message`: what tells a message from the other bodies a feed carries (room
+    /// changes, presence and typing signals).
+    #[serde(rename = "type")]
+    kind: String,
     room: RoomId,
     seq: u64,
     sent_at: Timestamp,
@@ -116,6 +120,9 @@ pub fn unpack(body: &[u8]) -> Result<Vec<Frame>, NotFrames> {
     let mut start = 0;
     while let Some(head) = stream.next() {
         let head = head.map_err(bad)?;
+        if head.kind != "message" {
+            return Err(NotFrames(format!("a {:?}, not a message", head.kind)));
+        }
         let end = stream.byte_offset();
         let text = trim(&shared, start, end);
         frames.push(Frame {
@@ -221,7 +228,8 @@ mod tests {
             &b"{\"room_changed\":\"lobby\"}"[..],
             b"",
             b"not json",
-            b"{\"room\":\"bad room\",\"seq\":1,\"sent_at\":\"2026-01-01T00:00:00.000Z\"}",
+            b"{\"type\":\"message\",\"room\":\"bad room\",\"seq\":1,\"sent_at\":\"2026-01-01T00:00:00.000Z\"}",
+            b"{\"type\":\"typing\",\"room\":\"r\",\"seq\":1,\"sent_at\":\"2026-01-01T00:00:00.000Z\"}",
             b"\xff\xfe",
         ] {
             assert!(unpack(body).is_err(), "{body:?}");

@@ -19,6 +19,7 @@ pub mod frames;
 mod journal;
 mod lanes;
 pub mod memory;
+mod signals;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
@@ -28,6 +29,7 @@ pub mod contract;
 pub use config::{QueueConfig, QueueSettings, QueueUrl};
 pub use delivery::{Delivery, Failed, Settle, Settled, Token};
 pub use frames::Frame;
+pub use signals::{MemorySignals, RoomUsers, Signal, SignalKind, SignalLane};
 
 use async_trait::async_trait;
 use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
@@ -80,16 +82,35 @@ impl Default for QueueOptions {
 
 /// Opens the queue `config` names.
 pub async fn connect(config: &QueueConfig) -> Result<Arc<dyn Queue>, QueueError> {
+    connect_with_signals(config).await.map(|(queue, _)| queue)
+}
+
+/// Opens the queue `config` names and the signal lane beside it (gateways): the
+/// broker's own (the same connection), or an in-process one for the embedded queues.
+pub async fn connect_with_signals(
+    config: &QueueConfig,
+) -> Result<(Arc<dyn Queue>, Arc<dyn SignalLane>), QueueError> {
     let opts = &config.options;
+    let in_process = || -> Arc<dyn SignalLane> { Arc::new(MemorySignals::new()) };
     match &config.url {
-        QueueUrl::Memory => Ok(Arc::new(memory::MemoryQueue::new(opts.clone()))),
-        QueueUrl::Sqlite { path, sync_full } => Ok(Arc::new(
-            memory::MemoryQueue::open_durable(path, *sync_full, opts.clone()).await?,
+        QueueUrl::Memory => Ok((
+            Arc::new(memory::MemoryQueue::new(opts.clone())),
+            in_process(),
+        )),
+        QueueUrl::Sqlite { path, sync_full } => Ok((
+            Arc::new(memory::MemoryQueue::open_durable(path, *sync_full, opts.clone()).await?),
+            in_process(),
         )),
         #[cfg(feature = "amqp")]
-        QueueUrl::Amqp(s) => Ok(Arc::new(amqp::AmqpQueue::open(s, opts).await?)),
+        QueueUrl::Amqp(s) => {
+            let q = Arc::new(amqp::AmqpQueue::open(s, opts).await?);
+            Ok((q.clone(), q))
+        }
         #[cfg(feature = "sqs")]
-        QueueUrl::Sqs(s) => Ok(Arc::new(sqs::SqsQueue::open(s, opts).await?)),
+        QueueUrl::Sqs(s) => {
+            let q = Arc::new(sqs::SqsQueue::open(s, opts).await?);
+            Ok((q.clone(), q))
+        }
     }
 }
 

@@ -786,3 +786,58 @@ async fn a_direct_room_started_from_the_page_is_private_to_its_two_users() {
     carol.screenshot("dm-refused-carol").await;
     tokio::join!(alice.quit(), bob.quit(), carol.quit());
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
+async fn two_people_see_each_other_online_and_who_is_typing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let gw = TestGateway::start().await;
+    let (alice, bob) = tokio::join!(Browser::start("alice"), Browser::start("bob"));
+    alice.sign_in(gw.addr, "alice").await;
+    bob.sign_in(gw.addr, "bob").await;
+    let online = "return document.getElementById('online').textContent;";
+    for b in [&alice, &bob] {
+        b.wait_for(
+            "both online",
+            "return document.getElementById('online').textContent === 'Online: alice, bob';",
+        )
+        .await;
+    }
+    assert_eq!(alice.js(online).await, "Online: alice, bob");
+
+    // Bob types (without sending): alice sees it under the timeline, bob does not.
+    let input = bob.client.find(Locator::Id("text")).await.unwrap();
+    input.send_keys("half a thought").await.unwrap();
+    let typing = "return document.getElementById('typing').textContent;";
+    alice
+        .wait_for(
+            "bob is typing",
+            "return document.getElementById('typing').textContent === 'bob is typing…';",
+        )
+        .await;
+    assert_eq!(bob.js(typing).await, "", "not shown to the typist");
+    alice.screenshot("typing-alice").await;
+    // Sending the message takes the typing line away at once.
+    bob.client
+        .find(Locator::Id("send"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    alice.wait_count(1).await;
+    assert_eq!(alice.js(typing).await, "");
+
+    // Bob closes his page: alice sees him go.
+    bob.quit().await;
+    alice
+        .wait_for(
+            "bob offline",
+            "return document.getElementById('online').textContent === 'Online: alice';",
+        )
+        .await;
+    alice.quit().await;
+}

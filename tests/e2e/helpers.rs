@@ -253,6 +253,21 @@ impl Client {
             .await
     }
 
+    /// Every frame up to the answer of a `ping` (frames kept earlier first): what the
+    /// server had sent by then.
+    pub async fn frames_until_pong(&mut self) -> Vec<Value> {
+        let r = format!("until-{}", unique_suffix());
+        self.send(json!({"type":"ping","ref":r})).await;
+        let mut frames = Vec::new();
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "pong" && v["ref"] == r.as_str() {
+                return frames;
+            }
+            frames.push(v);
+        }
+    }
+
     /// Sends and waits for the ack (or the error) of this id.
     pub async fn say(&mut self, room: &str, id: &str, body: &str) -> Value {
         self.send(json!({"type":"send","room":room,"id":id,"body":body}))

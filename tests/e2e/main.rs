@@ -18,6 +18,7 @@ mod limits;
 mod nginx;
 mod ordering;
 mod packing;
+mod presence;
 mod protocol;
 mod queue_contract;
 mod removal;

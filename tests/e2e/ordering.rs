@@ -175,6 +175,8 @@ async fn read_all(c: &mut Reader, room: &str, want: u64, acks: usize) -> HashSet
                 next += 1;
             }
             Some("ack") => acked += 1,
+            // The other clients coming online: presence, not the room's log.
+            Some("member") => {}
             _ => panic!("unexpected frame {v}"),
         }
     }

@@ -81,7 +81,7 @@ async fn rabbitmq_passes_the_contract() {
 }
 
 /// The arguments RabbitMQ holds for `queue` (`rabbitmqctl list_queues`), as (key, value).
-fn declared_arguments(queue: &str) -> Vec<(String, serde_json::Value)> {
+pub fn declared_arguments(queue: &str) -> Vec<(String, serde_json::Value)> {
     let out = std::process::Command::new("rabbitmqctl")
         .args([
             "-q",

@@ -602,3 +602,44 @@ test('listRooms asks for the private and direct rooms, joined or not, and retrie
   ws.push({ type: 'error', code: 'forbidden', message: 'no', ref: third.ref });
   await assert.rejects(q, { code: 'forbidden' });
 });
+
+test('presence asks who is in a room; member and typing events of joined rooms reach listeners', async () => {
+  const t = setup();
+  await assert.rejects(t.client.presence('lobby'), { code: 'disconnected' });
+  await assert.rejects(t.client.presence('not a room'), { code: 'bad_request' });
+  const ws = await joined(t, 'lobby', 0);
+  const p = t.client.presence('lobby');
+  const [cmd] = ws.take('presence');
+  assert.equal(cmd.room, 'lobby');
+  ws.push({ type: 'presence', room: 'lobby', users: ['alice', 'bob'], ref: cmd.ref });
+  assert.deepEqual(await p, { room: 'lobby', users: ['alice', 'bob'], truncated: false });
+  const events = [];
+  t.client.on('member', (e) => events.push(['member', e]));
+  t.client.on('typing', (e) => events.push(['typing', e]));
+  ws.push({ type: 'member', room: 'lobby', user: 'bob', state: 'offline' });
+  ws.push({ type: 'typing', room: 'lobby', user: 'carol' });
+  ws.push({ type: 'typing', room: 'elsewhere', user: 'carol' }); // not joined here: ignored
+  assert.deepEqual(events, [
+    ['member', { room: 'lobby', user: 'bob', state: 'offline' }],
+    ['typing', { room: 'lobby', user: 'carol' }],
+  ]);
+  assert.deepEqual(t.errors, []);
+});
+
+test('typing goes out at most once per room every typingEvery ms, and only in a joined room', async () => {
+  const t = setup({ typingEvery: 2000 });
+  assert.equal(t.client.typing('lobby'), false, 'not joined');
+  const ws = await joined(t, 'lobby', 0);
+  assert.equal(t.client.typing('lobby'), true);
+  await t.clock.advance(1999);
+  assert.equal(t.client.typing('lobby'), false, 'throttled');
+  await t.clock.advance(1);
+  assert.equal(t.client.typing('lobby'), true);
+  assert.deepEqual(ws.take('typing'), [
+    { type: 'typing', room: 'lobby' },
+    { type: 'typing', room: 'lobby' },
+  ]);
+  ws.drop(1006);
+  assert.equal(t.client.typing('lobby'), false, 'not while disconnected');
+  assert.equal(ws.take('typing').length, 0);
+});

@@ -77,6 +77,7 @@ pub fn cost(item: &Outbound) -> usize {
     match item {
         Outbound::Frame(f) => f.len(),
         Outbound::Live(d) => d.frame.len(),
+        Outbound::Signal(s) => s.frame.len(),
         _ => 0,
     }
 }
@@ -163,16 +164,18 @@ impl<'a> Intake<'a> {
         }
     }
 
-    /// Room messages are counted here (the reader counted its replies when it queued
-    /// them); one that does not fit is left to a resync.
+    /// Room messages and signals are counted here (the reader counted its replies when
+    /// it queued them); a message that does not fit is left to a resync, a signal dropped.
     fn admit(&mut self, item: Outbound) -> Option<Outbound> {
-        if let Outbound::Live(d) = &item
-            && !self.budget.try_admit(d.frame.len())
-        {
-            self.missed();
-            return None;
+        match &item {
+            Outbound::Live(d) if !self.budget.try_admit(d.frame.len()) => {
+                self.missed();
+                None
+            }
+            // Ephemeral: not worth a resync, just not shown.
+            Outbound::Signal(s) if !self.budget.try_admit(s.frame.len()) => None,
+            _ => Some(item),
         }
-        Some(item)
     }
 }
 
@@ -209,6 +212,31 @@ mod tests {
         assert!(matches!(intake.next().await, Some(Outbound::Live(d)) if d.seq == 2));
         drop(tx);
         assert!(intake.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_signal_beyond_the_bound_is_dropped_without_a_resync() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let budget = Budget::new(1000);
+        let mut intake = Intake::new(&mut rx, budget.clone(), Arc::default());
+        let signal = |len| {
+            Outbound::Signal(Arc::new(crate::hub::RoomSignal {
+                room: RoomId::parse("r").unwrap(),
+                frame: Utf8Bytes::from("x".repeat(len)),
+            }))
+        };
+        tx.send(live(1, 900)).await.unwrap();
+        tx.send(signal(200)).await.unwrap();
+        tx.send(signal(50)).await.unwrap();
+        let first = intake.next().await.unwrap();
+        intake.hold_next().await; // 1100 > 1000: dropped
+        intake.hold_next().await;
+        assert!(
+            !intake.lagging.load(Ordering::Relaxed),
+            "no resync for a signal"
+        );
+        intake.done(cost(&first));
+        assert!(matches!(intake.next().await, Some(Outbound::Signal(s)) if s.frame.len() == 50));
     }
 
     #[tokio::test]

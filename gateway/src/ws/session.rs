@@ -208,6 +208,25 @@ impl Session {
                 };
                 Ok(Some(Outbound::Frame(ev.to_json().into())))
             }
+            Command::Typing { room } => {
+                // Ephemeral: no store read, no queue; only to a room this connection is in.
+                if !self.is_joined(&room) {
+                    return Err(with_ref(not_joined(&room), None));
+                }
+                self.app.presence.typing(&self.app.hub, &room, &self.user);
+                Ok(None)
+            }
+            Command::Presence { room } => {
+                self.allow(&room).await.map_err(|e| with_ref(e, None))?;
+                let (users, truncated) = self.app.presence.users(&room);
+                let ev = ServerEvent::Presence {
+                    room: &room,
+                    users: &users,
+                    truncated,
+                    reference: reference.as_deref(),
+                };
+                Ok(Some(Outbound::Frame(ev.to_json().into())))
+            }
             Command::Ping => Ok(Some(Outbound::Frame(
                 ServerEvent::Pong {
                     reference: reference.as_deref(),

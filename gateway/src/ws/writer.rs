@@ -194,6 +194,11 @@ where
                 self.latency.record(age.max(0) as f64 / 1000.0);
                 Ok(())
             }
+            // Only while the room is live here: never before `joined` nor after `left`.
+            Outbound::Signal(s) => match self.rooms.get(&s.room) {
+                Some(Cursor::Live(_)) => self.text(s.frame.clone()).await,
+                _ => Ok(()),
+            },
             // Caught up later, once the buffer is drained, so a join in progress is included.
             Outbound::Resync => {
                 self.intake.lagging.store(true, Ordering::Relaxed);

@@ -7,7 +7,8 @@
 //! process, supervised), [`topology`] (names, declaring, depth, deleting), [`publish`],
 //! [`consume`] (ingest consumers and settlement, with [`balance`] sharing partitions
 //! among them), [`fanout`] and [`feed`] (the two ends of delivery), [`dead`] (dead
-//! letters); [`subscribed`] is the channel consumer both roles use.
+//! letters), [`signals`] (the gateways' signal lane); [`subscribed`] is the channel
+//! consumer both roles use.
 
 mod balance;
 mod connection;
@@ -16,6 +17,7 @@ mod dead;
 mod fanout;
 mod feed;
 mod publish;
+mod signals;
 mod subscribed;
 mod topology;
 
@@ -46,6 +48,8 @@ pub struct AmqpQueue {
     opts: QueueOptions,
     publishers: publish::Publishers,
     pack: bool,
+    /// The signal lane's own publishing channel (`signals.rs`).
+    signals: signals::SignalPublisher,
 }
 
 impl AmqpQueue {
@@ -67,6 +71,7 @@ impl AmqpQueue {
             link,
             opts: opts.clone(),
             pack: settings.pack,
+            signals: signals::SignalPublisher::default(),
         })
     }
 

@@ -112,7 +112,7 @@ pub(super) async fn announce(s: &Arc<Shared>, room: &RoomId) -> Result<(), Queue
 
 /// Sends every body to every gateway queue; Ok once SQS accepted them for each one that
 /// still exists.
-async fn send_all(s: &Arc<Shared>, bodies: Arc<Vec<Body>>) -> Result<(), QueueError> {
+pub(super) async fn send_all(s: &Arc<Shared>, bodies: Arc<Vec<Body>>) -> Result<(), QueueError> {
     let targets = s.directory.targets(s).await?;
     let mut sends = JoinSet::new();
     let mut first_error = None;

@@ -213,6 +213,8 @@ impl Feed {
                             return false;
                         }
                     }
+                    // Signals of the gateways' lane (`signals.rs`), not deliveries.
+                    None if self.shared.signals.take(&payload) => {}
                     None => {
                         warn!(queue = %self.name, error = %e, "dropping an undecodable delivery")
                     }

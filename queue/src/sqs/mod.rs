@@ -11,9 +11,9 @@
 //! client and bounds every call; [`topology`] names, finds or creates, measures and
 //! deletes the queues; [`publish`] batches sends; [`consume`] receives and settles;
 //! [`fanout`] and [`feed`] are the two ends of the delivery role; [`dead`] reads and
-//! replays dead letters. SQS-only helpers: [`batch`] deletes and changes visibility ten
-//! at a time, [`sweep`] deletes the queues of gateways that died, [`codec`] turns bytes
-//! into SQS bodies and back.
+//! replays dead letters; [`signals`] is the gateways' signal lane. SQS-only helpers:
+//! [`batch`] deletes and changes visibility ten at a time, [`sweep`] deletes the queues
+//! of gateways that died, [`codec`] turns bytes into SQS bodies and back.
 
 mod batch;
 mod codec;
@@ -23,6 +23,7 @@ mod dead;
 mod fanout;
 mod feed;
 mod publish;
+mod signals;
 mod sweep;
 mod topology;
 
@@ -63,6 +64,8 @@ struct Shared {
     opts: QueueOptions,
     /// The gateway queues this process knows of, its own and the listed ones.
     directory: fanout::Directory,
+    /// Where this gateway's feed hands the signals it reads (`signals.rs`).
+    signals: signals::Inbox,
 }
 
 /// What `QUEUE_URL=sqs://PREFIX?…` says.
@@ -225,6 +228,7 @@ impl SqsQueue {
             topology,
             opts: opts.clone(),
             directory: fanout::Directory::default(),
+            signals: signals::Inbox::default(),
         });
         let publisher = publish::Publisher::start(&shared);
         let settler = consume::Settler::start(&shared);
