@@ -163,7 +163,7 @@ mod tests {
             "sent_at": Timestamp::from_millis(1_764_000_000_123),
             "enriched": shared::message::Enriched::default(),
         });
-        if seq % 2 == 0 {
+        if seq.is_multiple_of(2) {
             v["trace"] = format!("t{seq}").into();
         }
         Arc::new(serde_json::from_value(v).expect("a stored message from JSON"))

@@ -33,7 +33,7 @@ const QUEUED: usize = 4096;
 
 /// The envelopes of a packed ingest message, `None` for a message of one.
 pub(super) fn parts_of<'a>(headers: Option<&FieldTable>, data: &'a [u8]) -> Option<Vec<&'a [u8]>> {
-    if !super::header_u32(headers, BATCH).is_some_and(|n| n > 1) {
+    if super::header_u32(headers, BATCH).is_none_or(|n| n <= 1) {
         return None;
     }
     let parts: Vec<&[u8]> = data
