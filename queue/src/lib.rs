@@ -40,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What went wrong talking to a queue.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
     /// The broker refused, did not confirm, or is not reachable right now. Retry later.
     #[error("queue unavailable: {0}")]

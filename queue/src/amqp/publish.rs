@@ -128,7 +128,7 @@ async fn run(link: Arc<Link>, n: usize, pack: bool, mut rx: mpsc::Receiver<Pendi
                 Err(e) => Err(e),
             };
             for p in group {
-                let _ = p.done.send(result.as_ref().map(|_| ()).map_err(copy));
+                let _ = p.done.send(result.clone());
             }
             drop(permit);
         });
@@ -193,21 +193,5 @@ async fn confirmed(confirm: lapin::PublisherConfirm) -> Result<(), QueueError> {
         Confirmation::NotRequested => Err(QueueError::Unavailable(
             "the publish channel is not in confirm mode".into(),
         )),
-    }
-}
-
-/// The same failure for every message of a group.
-fn copy(e: &QueueError) -> QueueError {
-    match e {
-        QueueError::Unavailable(s) => QueueError::Unavailable(s.clone()),
-        QueueError::Connect { url, reason } => QueueError::Connect {
-            url: url.clone(),
-            reason: reason.clone(),
-        },
-        QueueError::Unsupported { url, reason } => QueueError::Unsupported {
-            url: url.clone(),
-            reason: reason.clone(),
-        },
-        QueueError::Closed => QueueError::Closed,
     }
 }
