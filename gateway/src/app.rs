@@ -48,16 +48,7 @@ impl App {
         id: ClientMsgId,
         body: String,
     ) -> Result<(), CommandError> {
-        let env = Envelope {
-            v: ENVELOPE_VERSION,
-            id,
-            room,
-            from,
-            body,
-            sent_at: Timestamp::now(),
-            gateway: self.gateway.clone(),
-            trace: Some(shared::message::new_trace()),
-        };
+        let env = Envelope::message(room, from, id, body, self.gateway.clone());
         let trace = env.trace.as_deref().unwrap_or_default();
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();

@@ -453,16 +453,16 @@ mod tests {
     }
 
     fn msg(seq: u64) -> StoredMessage {
-        StoredMessage {
-            room: RoomId::parse("r").unwrap(),
+        StoredMessage::plain(
+            RoomId::parse("r").unwrap(),
             seq,
-            id: ClientMsgId::parse(&format!("m{seq}")).unwrap(),
-            from: UserId::parse("u").unwrap(),
-            body: "b".into(),
-            sent_at: Timestamp::now(),
-            enriched: Enriched::default(),
-            trace: None,
-        }
+            ClientMsgId::parse(&format!("m{seq}")).unwrap(),
+            UserId::parse("u").unwrap(),
+            "b".into(),
+            Timestamp::now(),
+            Enriched::default(),
+            None,
+        )
     }
 
     fn seqs(rx: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {

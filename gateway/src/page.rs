@@ -82,16 +82,16 @@ mod tests {
     use shared::{ClientMsgId, UserId};
 
     fn stored(seq: u64, body: &str) -> StoredMessage {
-        StoredMessage {
-            room: RoomId::parse("big").unwrap(),
+        StoredMessage::plain(
+            RoomId::parse("big").unwrap(),
             seq,
-            id: ClientMsgId::parse(&format!("m-{seq}")).unwrap(),
-            from: UserId::parse("zoe").unwrap(),
-            body: body.to_owned(),
-            sent_at: shared::Timestamp::now(),
-            enriched: Default::default(),
-            trace: None,
-        }
+            ClientMsgId::parse(&format!("m-{seq}")).unwrap(),
+            UserId::parse("zoe").unwrap(),
+            body.to_owned(),
+            shared::Timestamp::now(),
+            Default::default(),
+            None,
+        )
     }
 
     #[test]

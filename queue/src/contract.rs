@@ -50,16 +50,15 @@ where
 }
 
 pub fn envelope(room: &str, id: &str) -> Envelope {
-    Envelope {
-        v: ENVELOPE_VERSION,
-        id: ClientMsgId::parse(id).unwrap(),
-        room: RoomId::parse(room).unwrap(),
-        from: UserId::parse("contract").unwrap(),
-        body: format!("body of {id}"),
-        sent_at: Timestamp::now(),
-        gateway: GatewayId::from_string("gw-contract".into()),
-        trace: None,
-    }
+    let mut env = Envelope::message(
+        RoomId::parse(room).unwrap(),
+        UserId::parse("contract").unwrap(),
+        ClientMsgId::parse(id).unwrap(),
+        format!("body of {id}"),
+        GatewayId::from_string("gw-contract".into()),
+    );
+    env.trace = None;
+    env
 }
 
 async fn publish(q: &dyn Queue, room: &str, id: &str) {
@@ -331,16 +330,16 @@ async fn a_room_is_held_by_one_consumer(q: Arc<dyn Queue>) {
 
 fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
     let env = envelope(room, &format!("s{seq}"));
-    Arc::new(StoredMessage {
-        room: env.room,
+    Arc::new(StoredMessage::plain(
+        env.room,
         seq,
-        id: env.id,
-        from: env.from,
-        body: env.body,
-        sent_at: env.sent_at,
-        enriched: Enriched::default(),
-        trace: None,
-    })
+        env.id,
+        env.from,
+        env.body,
+        env.sent_at,
+        Enriched::default(),
+        None,
+    ))
 }
 
 async fn fan_out_follows_bindings(q: Arc<dyn Queue>) {

@@ -2,6 +2,7 @@
 //! queue envelope, the stored message, time), shutdown and backoff, the SQLite thread
 //! the store and the embedded queue run on, and small helpers (locks, URLs).
 
+pub mod event;
 pub mod ids;
 pub mod message;
 pub mod shutdown;
@@ -11,5 +12,6 @@ pub mod time;
 pub mod url;
 
 pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};
+pub use event::{EventKind, Reactions};
 pub use message::{Enriched, Envelope, StoredMessage};
 pub use time::Timestamp;

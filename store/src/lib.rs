@@ -5,17 +5,22 @@
 //! resync. Both backends number a room's messages from a counter row locked in the
 //! batch's transaction, so seq has no gaps.
 //!
-//! The worker writes (`store_batch`); the gateway reads (`head`, `after`, `before`),
-//! keeps room settings (`room_settings`, `put_room`, members: see `rooms`) and asks
-//! `ping` for readiness.
+//! The worker writes (`store_batch`: messages, and the edits, deletes and reactions
+//! that change them, see `events`); the gateway reads (`head`, `after`, `before`,
+//! `message`), keeps room settings (`room_settings`, `put_room`, members: see `rooms`)
+//! and read cursors (`mark_read`, `read_cursor`, `unread`, `reads`: see `cursors`), and
+//! asks `ping` for readiness.
 
+use shared::event::{EventKind, Reactions, Refusal};
 use shared::sync::lock;
 use shared::url::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod cursors;
 mod error;
+mod events;
 mod plan;
 mod postgres;
 mod rooms;
@@ -26,13 +31,48 @@ pub use error::Error;
 pub use rooms::RoomSettings;
 pub use settings::StoreSettings;
 
-const AFTER: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
-     WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
-const BEFORE: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace FROM messages \
-     WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+/// The columns of a `messages` row, in the order [`RawMessage`] reads them.
+macro_rules! message_columns {
+    () => {
+        "room, seq, sender, client_id, body, sent_at, enriched, trace, kind, target, \
+         reply_to, emoji, unreact, moderated, edited_at, deleted"
+    };
+}
+use message_columns;
+
+const AFTER: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+);
+const BEFORE: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+);
+const GET: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = $1 AND seq = $2"
+);
+/// The reactions of a room's messages with `$2 <= seq <= $3`.
+const REACTIONS: &str = "SELECT seq, emoji, user_name FROM reactions \
+     WHERE room = $1 AND seq >= $2 AND seq <= $3";
 const HEAD: &str = "SELECT last_seq FROM room_seq WHERE room = $1";
 
-/// A message ready to be stored: enriched, body already censored if flagged.
+/// What a log entry is besides its text: a message (the default) or an event that
+/// changes message `target`, and a message's `reply_to`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFields {
+    pub kind: EventKind,
+    pub target: Option<u64>,
+    pub reply_to: Option<u64>,
+    pub emoji: Option<String>,
+    pub remove: bool,
+    pub moderated: bool,
+}
+
+/// A message or event ready to be stored: enriched, body already censored if flagged.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
     pub room: RoomId,
@@ -42,27 +82,58 @@ pub struct NewMessage {
     pub sent_at: Timestamp,
     pub enriched: Enriched,
     pub trace: Option<String>,
+    pub event: EventFields,
 }
 
-/// What storing one message did.
+impl NewMessage {
+    /// The log entry this becomes under `seq`, as it is fanned out.
+    fn stored(&self, seq: u64) -> StoredMessage {
+        let mut m = StoredMessage::plain(
+            self.room.clone(),
+            seq,
+            self.id.clone(),
+            self.from.clone(),
+            self.body.clone(),
+            self.sent_at,
+            self.enriched.clone(),
+            self.trace.clone(),
+        );
+        let e = &self.event;
+        m.kind = e.kind;
+        m.target = e.target;
+        m.reply_to = e.reply_to;
+        m.emoji.clone_from(&e.emoji);
+        m.remove = e.remove;
+        m.moderated = e.moderated;
+        m
+    }
+}
+
+/// What storing one message or event did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stored {
     /// Stored now under a fresh seq.
     New(StoredMessage),
-    /// The (room, from, id) was stored before; this is that stored message.
+    /// The (room, from, id) was stored before; this is that stored entry.
     Duplicate(StoredMessage),
+    /// An event its target does not allow (deleted, missing, not the author's, full of
+    /// reactions): nothing is stored and nothing changes.
+    Refused(Refusal),
 }
 
 impl Stored {
-    pub fn message(&self) -> &StoredMessage {
+    /// The stored entry; `None` for a refused event.
+    pub fn message(&self) -> Option<&StoredMessage> {
         match self {
-            Self::New(m) | Self::Duplicate(m) => m,
+            Self::New(m) | Self::Duplicate(m) => Some(m),
+            Self::Refused(_) => None,
         }
     }
 
-    pub fn into_message(self) -> StoredMessage {
+    pub fn into_message(self) -> Option<StoredMessage> {
         match self {
-            Self::New(m) | Self::Duplicate(m) => m,
+            Self::New(m) | Self::Duplicate(m) => Some(m),
+            Self::Refused(_) => None,
         }
     }
 }
@@ -209,6 +280,19 @@ impl Store {
             Backend::Postgres(p) => p.page(page).await,
         }
     }
+
+    /// The log entry `seq` of a room in its latest state (edited, deleted, reactions);
+    /// `None` when the room has no such seq.
+    pub async fn message(&self, room: &RoomId, seq: u64) -> Result<Option<StoredMessage>, Error> {
+        let page = Page {
+            newer: true,
+            room,
+            seq: clamp_i64(seq).saturating_sub(1),
+            limit: 1,
+        };
+        let found = self.page(page).await?;
+        Ok(found.into_iter().find(|m| m.seq == seq))
+    }
 }
 
 /// One page of a room's history: up to `limit` rows after `seq` (`newer`) or before it.
@@ -224,8 +308,8 @@ fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A [`RawMessage`] from a row in the column order of `AFTER`, `BEFORE` and `FIND`,
-/// through the driver's own getter (`$row.$get(i)?`), for both drivers.
+/// A [`RawMessage`] from a row in the column order of [`message_columns`], through the
+/// driver's own getter (`$row.$get(i)?`), for both drivers.
 macro_rules! raw_message {
     ($row:expr, $get:ident) => {
         RawMessage {
@@ -237,6 +321,14 @@ macro_rules! raw_message {
             sent_at: $row.$get(5)?,
             enriched: $row.$get(6)?,
             trace: $row.$get(7)?,
+            kind: $row.$get(8)?,
+            target: $row.$get(9)?,
+            reply_to: $row.$get(10)?,
+            emoji: $row.$get(11)?,
+            remove: $row.$get(12)?,
+            moderated: $row.$get(13)?,
+            edited_at: $row.$get(14)?,
+            deleted: $row.$get(15)?,
         }
     };
 }
@@ -252,20 +344,74 @@ struct RawMessage {
     sent_at: i64,
     enriched: String,
     trace: Option<String>,
+    kind: String,
+    target: Option<i64>,
+    reply_to: Option<i64>,
+    emoji: Option<String>,
+    remove: i64,
+    moderated: i64,
+    edited_at: Option<i64>,
+    deleted: i64,
 }
 
 impl RawMessage {
     fn decode(self) -> Result<StoredMessage, Error> {
         let corrupt = |what: &str| Error::Corrupt(format!("stored {what} is invalid"));
-        Ok(StoredMessage {
-            room: RoomId::parse(&self.room).map_err(|_| corrupt("room"))?,
-            seq: self.seq.max(0) as u64,
-            from: UserId::parse(&self.from).map_err(|_| corrupt("sender"))?,
-            id: ClientMsgId::parse(&self.id).map_err(|_| corrupt("client id"))?,
-            body: self.body,
-            sent_at: Timestamp::from_millis(self.sent_at),
-            enriched: serde_json::from_str(&self.enriched).map_err(|_| corrupt("enrichment"))?,
-            trace: self.trace,
-        })
+        let seq = |v: i64| v.max(0) as u64;
+        let mut m = StoredMessage::plain(
+            RoomId::parse(&self.room).map_err(|_| corrupt("room"))?,
+            seq(self.seq),
+            ClientMsgId::parse(&self.id).map_err(|_| corrupt("client id"))?,
+            UserId::parse(&self.from).map_err(|_| corrupt("sender"))?,
+            self.body,
+            Timestamp::from_millis(self.sent_at),
+            serde_json::from_str(&self.enriched).map_err(|_| corrupt("enrichment"))?,
+            self.trace,
+        );
+        m.kind = EventKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?;
+        m.target = self.target.map(seq);
+        m.reply_to = self.reply_to.map(seq);
+        m.emoji = self.emoji;
+        m.remove = self.remove != 0;
+        m.moderated = self.moderated != 0;
+        m.edited_at = self.edited_at.map(Timestamp::from_millis);
+        m.deleted = self.deleted != 0;
+        Ok(m)
     }
+}
+
+/// Files `(seq, emoji, user)` rows into the messages' `reactions`, each list sorted by
+/// name in bytes (PostgreSQL's `ORDER BY` would follow its collation).
+fn attach_reactions(
+    messages: &mut [StoredMessage],
+    rows: Vec<(i64, String, String)>,
+) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut by_seq: std::collections::HashMap<u64, Reactions> = Default::default();
+    for (seq, emoji, user) in rows {
+        let user = UserId::parse(&user)
+            .map_err(|_| Error::Corrupt("stored reaction user is invalid".into()))?;
+        by_seq
+            .entry(seq.max(0) as u64)
+            .or_default()
+            .entry(emoji)
+            .or_default()
+            .push(user);
+    }
+    for m in messages {
+        if let Some(mut r) = by_seq.remove(&m.seq) {
+            r.values_mut().for_each(|users| users.sort());
+            m.reactions = r;
+        }
+    }
+    Ok(())
+}
+
+/// The lowest and highest seq of a page, for [`REACTIONS`]; `None` for an empty page.
+fn seq_range(messages: &[StoredMessage]) -> Option<(i64, i64)> {
+    let lo = messages.iter().map(|m| m.seq).min()?;
+    let hi = messages.iter().map(|m| m.seq).max()?;
+    Some((clamp_i64(lo), clamp_i64(hi)))
 }

@@ -29,10 +29,11 @@ const SET_COUNTER: &str = "UPDATE room_seq SET last_seq = ?2 WHERE room = ?1";
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The migrations, in order: (version, SQL). The same files PostgreSQL runs through sqlx.
-const MIGRATIONS: [(i64, &str); 3] = [
+const MIGRATIONS: [(i64, &str); 4] = [
     (1, include_str!("../migrations/0001_messages.sql")),
     (2, include_str!("../migrations/0002_trace.sql")),
     (3, include_str!("../migrations/0003_rooms.sql")),
+    (4, include_str!("../migrations/0004_events.sql")),
 ];
 
 #[derive(Clone)]
@@ -289,7 +290,7 @@ mod tests {
     fn a_new_file_is_migrated_once() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        assert_eq!(version(&conn), 3);
+        assert_eq!(version(&conn), 4);
         migrate(&mut conn).unwrap();
         let trace: i64 = conn
             .query_row(
@@ -314,7 +315,7 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).expect("nothing is run again (ALTER TABLE would fail)");
-        assert_eq!(version(&conn), 3, "only the rooms migration ran");
+        assert_eq!(version(&conn), 4, "only the later migrations ran");
         let body: String = conn
             .query_row("SELECT body FROM messages", [], |r| r.get(0))
             .unwrap();

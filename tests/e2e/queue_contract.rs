@@ -208,16 +208,16 @@ async fn publish(q: &AmqpQueue, id: &str) -> Result<(), QueueError> {
 
 fn stored(seq: u64) -> Arc<StoredMessage> {
     let env = contract::envelope("rc-room", &format!("f{seq}"));
-    Arc::new(StoredMessage {
-        room: env.room,
+    Arc::new(StoredMessage::plain(
+        env.room,
         seq,
-        id: env.id,
-        from: env.from,
-        body: env.body,
-        sent_at: env.sent_at,
-        enriched: Enriched::default(),
-        trace: None,
-    })
+        env.id,
+        env.from,
+        env.body,
+        env.sent_at,
+        Enriched::default(),
+        None,
+    ))
 }
 
 async fn reconnect_case(q: Arc<AmqpQueue>) {
