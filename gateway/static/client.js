@@ -5,7 +5,9 @@
 // docs/protocol.md: it reconnects by itself (backoff with jitter, at once on close code
 // 1012), rejoins every room with `since` = the last seq it delivered, pages through
 // `history` when a replay was truncated, drops what it already delivered, and keeps every
-// unacked send to re-send it with the same id until the gateway acks it.
+// unacked send to re-send it with the same id until the gateway acks it. It keeps the
+// latest state of every message it saw (edits, deletes and reactions are events of the
+// room's log, applied by `RoomState`), and each room's read cursor and unread count.
 
 /** Room and user names of the contract. */
 export const NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -15,6 +17,8 @@ export const MAX_BODY_BYTES = 4096;
 export const HISTORY_MAX = 200;
 /** The subprotocol the gateway speaks; offered with the token when `tokenVia` is `protocol`. */
 export const SUBPROTOCOL = 'courier';
+/** Longest reaction emoji, in UTF-8 bytes. */
+export const MAX_EMOJI_BYTES = 32;
 
 /** Error codes the client retries by itself (the command was not run). */
 const RETRIED = new Set(['unavailable', 'rate_limited']);
@@ -36,6 +40,8 @@ const DEFAULTS = {
   maxBuffered: 2000,
   historyRetries: 5,
   typingEvery: 2000,
+  maxMessages: 5000,
+  maxOrphans: 2000,
   idPrefix: undefined,
   WebSocket: undefined,
   setTimeout: undefined,
@@ -79,6 +85,145 @@ function validId(id) {
   return typeof id === 'string' && id.length > 0 && utf8Length(id) <= 128 && !/[\u0000-\u001f\u007f-\u009f]/.test(id);
 }
 
+// ---- the room log's reducer ----------------------------------------------------------
+
+/** `enriched` of a deleted message. */
+function emptyEnriched() {
+  return { mentions: [], hashtags: [], links: [], lang: null, flagged: false };
+}
+
+/** True for a log entry that is a message (`kind` absent or `message`), not an event on one. */
+export function isMessage(frame) {
+  return frame.kind === undefined || frame.kind === null || frame.kind === 'message';
+}
+
+/**
+ * The latest state of message `target` after the event `ev` (an edit, a delete or a
+ * reaction; see docs/protocol.md), as a new object; `null` when `ev` changes nothing
+ * (a deleted target, a reaction already there or not there to remove, an unknown kind).
+ * `target` is never modified. Reaction user lists stay sorted by name (byte order: the
+ * names are ASCII); an emoji whose list empties is dropped, and `reactions` with it when
+ * it empties.
+ */
+export function applyEvent(target, ev) {
+  if (!target || target.deleted) return null;
+  switch (ev.kind) {
+    case 'edit':
+      return {
+        ...target,
+        body: typeof ev.body === 'string' ? ev.body : '',
+        enriched: ev.enriched || emptyEnriched(),
+        edited_at: ev.sent_at,
+      };
+    case 'delete': {
+      const next = { ...target, deleted: true, body: '', enriched: emptyEnriched() };
+      delete next.reactions;
+      return next;
+    }
+    case 'reaction': {
+      if (typeof ev.emoji !== 'string' || ev.emoji === '' || typeof ev.from !== 'string') return null;
+      const all = target.reactions || {};
+      const users = Object.prototype.hasOwnProperty.call(all, ev.emoji) ? all[ev.emoji] : [];
+      const has = users.includes(ev.from);
+      if (ev.remove ? !has : has) return null;
+      let list;
+      if (ev.remove) {
+        list = users.filter((u) => u !== ev.from);
+      } else {
+        // Plain comparison: the byte order of ASCII names, as the store sorts them.
+        let at = 0;
+        while (at < users.length && users[at] < ev.from) at++;
+        list = [...users.slice(0, at), ev.from, ...users.slice(at)];
+      }
+      const reactions = { ...all };
+      if (list.length) reactions[ev.emoji] = list;
+      else delete reactions[ev.emoji];
+      const next = { ...target, reactions };
+      if (Object.keys(reactions).length === 0) delete next.reactions;
+      return next;
+    }
+    default:
+      return null; // a kind this client does not know
+  }
+}
+
+/**
+ * The latest state of a room's messages, built by applying its log's `message` frames
+ * (live, replayed, paged), each at most once per `seq`: a message (kind `message`) is
+ * kept as given, replacing what was known of its `seq` (from the store it comes in its
+ * latest state); an edit, a delete or a reaction changes its target when the target is
+ * known and not deleted, and is ignored otherwise. The same rule as the store's, so a
+ * replay from any position ends in the store's latest state (shared/src/event.rs).
+ */
+export class RoomState {
+  constructor() {
+    /** @type {Map<number, object>} seq -> message in its latest state */
+    this._messages = new Map();
+  }
+
+  /**
+   * Applies one frame. Returns `{seq, message, cause}` when a message changed (`seq`
+   * and `message` are the message's, `cause` the frame's kind), else `null`.
+   */
+  apply(frame) {
+    if (!frame || !Number.isInteger(frame.seq)) return null;
+    if (isMessage(frame)) {
+      this._messages.set(frame.seq, frame);
+      return { seq: frame.seq, message: frame, cause: 'message' };
+    }
+    const t = this._messages.get(frame.target);
+    const next = applyEvent(t, frame);
+    if (!next) return null;
+    this._messages.set(frame.target, next);
+    return { seq: frame.target, message: next, cause: frame.kind };
+  }
+
+  /** The message `seq` in its latest state, or `undefined`. */
+  get(seq) {
+    return this._messages.get(seq);
+  }
+
+  has(seq) {
+    return this._messages.has(seq);
+  }
+
+  delete(seq) {
+    return this._messages.delete(seq);
+  }
+
+  clear() {
+    this._messages.clear();
+  }
+
+  get size() {
+    return this._messages.size;
+  }
+
+  /** The messages, sorted by `seq`, each in its latest state. */
+  messages() {
+    return [...this._messages.keys()].sort((a, b) => a - b).map((s) => this._messages.get(s));
+  }
+}
+
+/** A reaction the contract accepts: 1 to 32 bytes, no whitespace or control character. */
+function validEmoji(emoji) {
+  // eslint-disable-next-line no-control-regex
+  return typeof emoji === 'string' && emoji.length > 0 && utf8Length(emoji) <= MAX_EMOJI_BYTES && !/[\s\u0000-\u001f\u007f-\u009f]/u.test(emoji);
+}
+
+/** A message body the contract accepts, or the CourierError refusing it. */
+function bodyError(body, room, id) {
+  if (typeof body !== 'string' || body.length === 0) {
+    return new CourierError('bad_request', 'body must be a non-empty string', { room, id });
+  }
+  if (utf8Length(body) > MAX_BODY_BYTES) {
+    return new CourierError('too_large', `body over ${MAX_BODY_BYTES} bytes`, { room, id });
+  }
+  return null;
+}
+
+const isSeq = (n) => Number.isInteger(n) && n >= 1;
+
 function defaultUrl() {
   const loc = globalThis.location;
   if (!loc || !loc.host) {
@@ -91,8 +236,8 @@ function defaultUrl() {
  * A connection to a courier gateway that survives disconnects.
  *
  * Events (subscribe with `on(type, fn)`, which returns a function that unsubscribes):
- * `message`, `state`, `joined`, `left`, `ack`, `member`, `typing`, `error`. See
- * docs/client.md.
+ * `message`, `update`, `read`, `reads`, `state`, `joined`, `left`, `ack`, `member`,
+ * `typing`, `error`. See docs/client.md.
  */
 export class CourierClient {
   constructor(options = {}) {
@@ -141,9 +286,58 @@ export class CourierClient {
     return r ? r.last : null;
   }
 
-  /** Sends not acked yet, oldest first: `{room, id, body}`. */
+  /**
+   * Commands not acked yet, oldest first: `{room, id, type, body}`, with `target`,
+   * `emoji`, `remove` and `replyTo` where the command has them. `type` is `send`, `edit`,
+   * `delete` or `react`; `body` is `''` for a delete or a reaction.
+   */
   pending() {
-    return [...this._pending.values()].map((p) => ({ room: p.room, id: p.id, body: p.body }));
+    return [...this._pending.values()].map((p) => {
+      const out = { room: p.room, id: p.id, type: p.type, body: p.body };
+      if (p.target !== undefined) out.target = p.target;
+      if (p.emoji !== undefined) out.emoji = p.emoji;
+      if (p.remove !== undefined) out.remove = p.remove;
+      if (p.replyTo !== undefined) out.replyTo = p.replyTo;
+      return out;
+    });
+  }
+
+  /**
+   * The messages of `room` this client knows (delivered, replayed or paged in with
+   * `history`), sorted by `seq`, each in its latest state: edits, deletes and reactions
+   * applied. Only entries of kind `message`; `[]` for a room not joined. At most
+   * `maxMessages` per room (the oldest go first).
+   */
+  messages(room) {
+    const r = this._rooms.get(room);
+    return r ? r.state.messages() : [];
+  }
+
+  /** The message `seq` of `room` in its latest state, or `null` when not known here. */
+  message(room, seq) {
+    const r = this._rooms.get(room);
+    return (r && r.state.get(seq)) || null;
+  }
+
+  /**
+   * This user's read cursor and unread count in `room`: `{read, unread}` (both numbers),
+   * or `null` before the room's first `joined` (or from a gateway that does not send them).
+   * `unread` counts the messages (kind `message`, not deleted, not this user's) after
+   * `read`; it follows new messages and deletes as they arrive.
+   */
+  readState(room) {
+    const r = this._rooms.get(room);
+    if (!r || r.read === null || r.unread === null) return null;
+    return { read: r.read, unread: r.unread };
+  }
+
+  /**
+   * How far the room's members have read, as far as this client knows (from `reads()`
+   * and the live `reads` frames): `{user: seq}`, this user included.
+   */
+  seenBy(room) {
+    const r = this._rooms.get(room);
+    return r ? Object.fromEntries(r.seen) : {};
   }
 
   /** A fresh message id, for an application that wants to know it before `send`. */
@@ -216,6 +410,15 @@ export class CourierClient {
       joinAttempt: 0,
       joinTimer: null,
       settled: false,
+      state: new RoomState(), // latest state of the messages seen
+      orphans: new Map(), // target seq -> events whose target was not known when they came
+      orphanCount: 0,
+      floor: 0, // highest seq dropped from `state` to keep it within maxMessages
+      seenFrom: null, // every frame after this seq (up to `last`) went through the state
+      read: null, // this user's read cursor (from the gateway)
+      unread: null, // exact unread count, kept current with what arrives
+      counted: 0, // the seq up to which `unread` accounts for the log
+      seen: new Map(), // user -> read cursor (`reads`)
     };
     r.promise = new Promise((resolve, reject) => {
       r.resolve = resolve;
@@ -248,17 +451,94 @@ export class CourierClient {
    * Sends `body` to `room`. Resolves with `{room, id}` once the gateway acked it (it is
    * then durably queued and will be delivered once). Until then the send is kept and
    * re-sent with the same `id` after any reconnect; `unavailable` and `rate_limited`
-   * are retried with backoff; any other error rejects.
+   * are retried with backoff; any other error rejects. `replyTo` (a `seq` of the same
+   * room) makes it a reply: the message carries `reply_to`.
    */
-  send(room, body, { id } = {}) {
+  send(room, body, { id, replyTo } = {}) {
+    if (!this._rooms.has(room)) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
+    const bad = bodyError(body, room, id);
+    if (bad) return Promise.reject(bad);
+    if (replyTo !== undefined && replyTo !== null && !isSeq(replyTo)) {
+      return Promise.reject(new CourierError('bad_request', 'replyTo must be a seq (a positive integer)', { room, id }));
+    }
+    const cmd = { type: 'send', body };
+    if (replyTo !== undefined && replyTo !== null) cmd.replyTo = replyTo;
+    return this._command(room, id, cmd);
+  }
+
+  /**
+   * Replaces the body of message `target` (this user's own) with `body`. Acked, kept
+   * and retried like `send`, with its own `id` (`{ id }` to choose it); the gateway
+   * answers `forbidden` for someone else's message and `bad_request` for a missing or
+   * deleted one. Everyone in the room then gets an `edit` event, and `update`.
+   */
+  edit(room, target, body, { id } = {}) {
+    if (!this._rooms.has(room)) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
+    if (!isSeq(target)) return Promise.reject(new CourierError('bad_request', 'target must be a seq (a positive integer)', { room, id }));
+    const bad = bodyError(body, room, id);
+    if (bad) return Promise.reject(bad);
+    return this._command(room, id, { type: 'edit', target, body });
+  }
+
+  /**
+   * Deletes message `target` (this user's own) for everyone: its body, enrichment and
+   * reactions are cleared everywhere. Acked, kept and retried like `send`.
+   */
+  deleteMessage(room, target, { id } = {}) {
+    if (!this._rooms.has(room)) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
+    if (!isSeq(target)) return Promise.reject(new CourierError('bad_request', 'target must be a seq (a positive integer)', { room, id }));
+    return this._command(room, id, { type: 'delete', target, body: '' });
+  }
+
+  /**
+   * Adds this user's `emoji` (1 to 32 bytes, no spaces) to message `target`, or with
+   * `{ remove: true }` takes it back. Acked, kept and retried like `send`.
+   */
+  react(room, target, emoji, { remove = false, id } = {}) {
+    if (!this._rooms.has(room)) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
+    if (!isSeq(target)) return Promise.reject(new CourierError('bad_request', 'target must be a seq (a positive integer)', { room, id }));
+    if (!validEmoji(emoji)) {
+      return Promise.reject(new CourierError('bad_request', `emoji must be 1 to ${MAX_EMOJI_BYTES} bytes without spaces`, { room, id }));
+    }
+    return this._command(room, id, { type: 'react', target, emoji, remove: !!remove, body: '' });
+  }
+
+  /**
+   * Moves this user's read cursor in `room` to `seq` (the gateway keeps it per user and
+   * room; it never moves back, and stops at the room's head). Resolves with
+   * `{room, read, unread}`: the cursor and unread count after it. The user's other
+   * connections get the same and emit `read` too. Needs the room joined on a live
+   * connection (`disconnected` otherwise).
+   */
+  read(room, seq) {
     const r = this._rooms.get(room);
-    if (!r) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room, id }));
-    if (typeof body !== 'string' || body.length === 0) {
-      return Promise.reject(new CourierError('bad_request', 'body must be a non-empty string', { room, id }));
-    }
-    if (utf8Length(body) > MAX_BODY_BYTES) {
-      return Promise.reject(new CourierError('too_large', `body over ${MAX_BODY_BYTES} bytes`, { room, id }));
-    }
+    if (!r) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room }));
+    if (!(Number.isInteger(seq) && seq >= 0)) return Promise.reject(new CourierError('bad_request', 'seq must be a non-negative integer', { room }));
+    if (!r.joined) return Promise.reject(new CourierError('disconnected', 'not connected; retry once joined', { room }));
+    return this._request({ type: 'read', room, seq }, 'read', room, this._o.historyRetries).then(() => ({
+      room,
+      read: r.read,
+      unread: r.unread,
+    }));
+  }
+
+  /**
+   * How far the room's members have read: resolves with `{room, reads}`, `reads` being
+   * `{user: seq}` for the (at most 100) most advanced cursors, merged with what this
+   * client knew. Ask after each `joined`; the `reads` event follows the cursors that move.
+   */
+  reads(room) {
+    const r = this._rooms.get(room);
+    if (!r) return Promise.reject(new CourierError('not_joined', `join ${room} first`, { room }));
+    if (!r.joined) return Promise.reject(new CourierError('disconnected', 'not connected; retry once joined', { room }));
+    return this._request({ type: 'reads', room }, 'reads', room, this._o.historyRetries).then(() => ({
+      room,
+      reads: this.seenBy(room),
+    }));
+  }
+
+  /** Queues one acked command (send, edit, delete, react) of `room` under `id`. */
+  _command(room, id, cmd) {
     if (id === undefined) id = this.newId();
     else if (!validId(id)) return Promise.reject(new CourierError('bad_request', 'invalid message id', { room, id }));
     const same = this._pending.get(id);
@@ -266,13 +546,13 @@ export class CourierClient {
     if (this._pending.size >= this._o.maxPending) {
       return Promise.reject(new CourierError('overloaded', `${this._o.maxPending} sends are already waiting for an ack`, { room, id }));
     }
-    const p = { room, id, body, inFlight: false, attempt: 0, timer: null };
+    const p = { ...cmd, room, id, inFlight: false, attempt: 0, timer: null };
     p.promise = new Promise((resolve, reject) => {
       p.resolve = resolve;
       p.reject = reject;
     });
     this._pending.set(id, p);
-    if (r.joined) this._pump(room);
+    if (this._rooms.get(room).joined) this._pump(room);
     return p.promise;
   }
 
@@ -286,7 +566,11 @@ export class CourierClient {
     if (!r.joined) return Promise.reject(new CourierError('disconnected', 'not connected; retry once joined', { room }));
     const cmd = { type: 'history', room, limit: Math.max(1, Math.min(HISTORY_MAX, limit | 0)) };
     if (before !== undefined && before !== null) cmd.before = before;
-    return this._request(cmd, 'history', room, this._o.historyRetries).then((f) => f.messages || []);
+    return this._request(cmd, 'history', room, this._o.historyRetries).then((f) => {
+      const page = f.messages || [];
+      if (this._rooms.get(room) === r) this._absorb(r, page);
+      return page;
+    });
   }
 
   /**
@@ -526,6 +810,12 @@ export class CourierClient {
       case 'typing':
         if (this._rooms.has(f.room)) this._emit('typing', { room: f.room, user: f.user });
         return;
+      case 'read':
+        this._readFrame(f);
+        return this._reply(f);
+      case 'reads':
+        this._readsFrame(f);
+        return this._reply(f);
       case 'history':
       case 'rooms':
       case 'presence':
@@ -601,13 +891,22 @@ export class CourierClient {
       // The room holds fewer messages than this client saw: its store was reset.
       this._emit('error', new CourierError('room_reset', `${r.name} restarted at seq ${head}, below ${r.last}`, { room: r.name }));
       r.last = head;
+      this._forgetState(r);
     }
+    if (r.seenFrom === null) r.seenFrom = r.last;
     r.joined = true;
     r.joinAttempt = 0;
     r.head = head;
     r.highest = Math.max(r.highest, head);
+    if (Number.isInteger(f.read) && Number.isInteger(f.unread)) {
+      // Exact for the log up to `head`; what is delivered after it is counted here.
+      r.read = f.read;
+      r.unread = f.unread;
+      r.counted = head;
+    }
     this._settleJoin(r, null, { room: r.name, head });
     this._emit('joined', { room: r.name, head, resumed, truncated: !!f.truncated });
+    if (r.read !== null && r.unread !== null) this._emit('read', { room: r.name, read: r.read, unread: r.unread });
     this._pump(r.name);
     // A truncated replay starts above the last delivered seq: the fill pages the rest.
     if (f.truncated && head > r.last) this._fill(r);
@@ -633,7 +932,142 @@ export class CourierClient {
     // A message of ours that is stored was acked, even if the ack itself got lost.
     const p = this._pending.get(m.id);
     if (p && p.room === m.room && m.from === this.user) this._settle(p, null, { room: p.room, id: p.id });
+    const counted = this._count(r, m);
+    const change = this._applyFrame(r, m);
     this._emit('message', m);
+    if (change) this._emit('update', { room: r.name, ...change, event: m });
+    if (counted) this._emit('read', { room: r.name, read: r.read, unread: r.unread });
+  }
+
+  /**
+   * Counts a frame past the unread count's position: a message from someone else after
+   * the read cursor adds one; the delete of one takes it away (a delete's `from` is the
+   * message's author, and the store deletes a message once). True when `unread` changed.
+   */
+  _count(r, m) {
+    if (r.unread === null || m.seq <= r.counted) return false;
+    r.counted = m.seq;
+    if (m.from === this.user) return false;
+    if (isMessage(m)) {
+      if (m.seq <= r.read || m.deleted) return false;
+      r.unread++;
+      return true;
+    }
+    if (m.kind === 'delete' && Number.isInteger(m.target) && m.target > r.read && r.unread > 0) {
+      r.unread--;
+      return true;
+    }
+    return false;
+  }
+
+  /** Applies a delivered frame to the room's state; the change, or null. */
+  _applyFrame(r, m) {
+    if (isMessage(m)) {
+      const change = r.state.apply(m);
+      this._bound(r);
+      return change;
+    }
+    if (!r.state.has(m.target)) {
+      // Its target may come later in a history page (sent before the join's head):
+      // kept to be applied to it then.
+      if (Number.isInteger(m.target) && m.target > r.floor && r.orphanCount < this._o.maxOrphans) {
+        let list = r.orphans.get(m.target);
+        if (!list) r.orphans.set(m.target, (list = []));
+        list.push(m);
+        r.orphanCount++;
+      }
+      return null;
+    }
+    return r.state.apply(m);
+  }
+
+  /**
+   * Takes in a history page: the messages not known yet (at or below the last delivered
+   * seq) join the state, with the events that came for them before; those known are
+   * kept as they are (the events delivered since keep them current), and the events in
+   * the page are not applied again.
+   */
+  _absorb(r, page) {
+    for (const m of page) {
+      if (!m || !Number.isInteger(m.seq) || !isMessage(m)) continue;
+      if (m.seq > r.last || m.seq <= r.floor || r.state.has(m.seq)) continue;
+      r.state.apply(m);
+      const list = r.orphans.get(m.seq);
+      if (list) {
+        // The page may already hold some of them: applying them again in order ends in
+        // the same latest state (a later edit wins, a reaction's last change stands).
+        r.orphans.delete(m.seq);
+        r.orphanCount -= list.length;
+        for (const ev of list) r.state.apply(ev);
+      }
+    }
+    this._bound(r);
+  }
+
+  /** Keeps at most `maxMessages` messages of a room, dropping the oldest. */
+  _bound(r) {
+    const max = this._o.maxMessages;
+    if (r.state.size <= max + Math.max(1, max >> 4)) return;
+    const seqs = r.state.messages().map((m) => m.seq);
+    for (const seq of seqs.slice(0, seqs.length - max)) {
+      r.state.delete(seq);
+      if (seq > r.floor) r.floor = seq;
+    }
+    for (const [target, list] of r.orphans) {
+      if (target <= r.floor) {
+        r.orphans.delete(target);
+        r.orphanCount -= list.length;
+      }
+    }
+  }
+
+  _forgetState(r) {
+    r.state.clear();
+    r.orphans.clear();
+    r.orphanCount = 0;
+    r.floor = 0;
+    r.seenFrom = null;
+    r.seen.clear();
+  }
+
+  /**
+   * A `read` frame: the reply to this client's `read`, or the same from another of the
+   * user's connections. The unread count is recounted from the state when the state
+   * holds every message after the cursor (exact, whatever was in flight); else the
+   * gateway's count is taken.
+   */
+  _readFrame(f) {
+    const r = this._rooms.get(f.room);
+    if (!r || !Number.isInteger(f.seq) || r.seenFrom === null) return;
+    r.read = f.seq;
+    if (f.seq >= r.seenFrom && f.seq >= r.floor) {
+      let n = 0;
+      for (const m of r.state.messages()) if (m.seq > f.seq && !m.deleted && m.from !== this.user) n++;
+      r.unread = n;
+      r.counted = r.last;
+    } else if (Number.isInteger(f.unread)) {
+      r.unread = f.unread;
+      r.counted = Math.max(r.last, f.seq);
+    } else if (r.unread === null) {
+      return;
+    }
+    this._emit('read', { room: r.name, read: r.read, unread: r.unread });
+  }
+
+  /** A `reads` frame (the reply to `reads()`, or cursors that moved): merged, forward only. */
+  _readsFrame(f) {
+    const r = this._rooms.get(f.room);
+    if (!r || !f.reads || typeof f.reads !== 'object') return;
+    const changed = {};
+    for (const [user, seq] of Object.entries(f.reads)) {
+      if (!Number.isInteger(seq)) continue;
+      const old = r.seen.get(user);
+      if (old === undefined || seq > old) {
+        r.seen.set(user, seq);
+        changed[user] = seq;
+      }
+    }
+    if (Object.keys(changed).length) this._emit('reads', { room: r.name, reads: this.seenBy(r.name), changed });
   }
 
   _drain(r) {
@@ -680,6 +1114,7 @@ export class CourierClient {
           const to = ahead.length ? Math.min(...ahead) - 1 : r.highest;
           this._emit('error', new CourierError('gap', `messages ${r.last + 1}..${to} of ${r.name} are missing`, { room: r.name }));
           r.last = to;
+          r.seenFrom = Math.max(r.seenFrom ?? 0, to);
         }
       }
     } catch {
@@ -768,7 +1203,15 @@ export class CourierClient {
   }
 
   _transmit(p) {
-    if (this._frameOut({ type: 'send', room: p.room, id: p.id, body: p.body })) p.inFlight = true;
+    const f = { type: p.type, room: p.room, id: p.id };
+    if (p.type === 'send' || p.type === 'edit') f.body = p.body;
+    if (p.target !== undefined) f.target = p.target;
+    if (p.type === 'react') {
+      f.emoji = p.emoji;
+      if (p.remove) f.remove = true;
+    }
+    if (p.replyTo !== undefined) f.reply_to = p.replyTo;
+    if (this._frameOut(f)) p.inFlight = true;
   }
 
   _settle(p, err, value) {

@@ -352,7 +352,7 @@ test('send resolves on ack; unacked sends are re-sent with the same id after a r
   ws.push({ type: 'ack', room: 'lobby', id: 't-1' });
   await p1;
   assert.deepEqual(acked, ['t-1']);
-  assert.deepEqual(t.client.pending(), [{ room: 'lobby', id: 't-2', body: 'two' }]);
+  assert.deepEqual(t.client.pending(), [{ room: 'lobby', id: 't-2', type: 'send', body: 'two' }]);
   // The connection drops before t-2's ack; a send made while down waits too.
   ws.drop(1006);
   const p3 = t.client.send('lobby', 'three').then((v) => acked.push(v.id));
