@@ -1011,9 +1011,10 @@ function start({ user, token }) {
   ui.login.hidden = true;
   ui.chat.hidden = false;
   const saved = store.get('courier.rooms', null);
+  // Read before the rooms are added: showing each one remembers it as the current one.
+  const last = store.get('courier.current', null);
   const names = Array.isArray(saved) && saved.length ? saved.filter((n) => typeof n === 'string' && NAME_RE.test(n)) : ['lobby'];
   for (const n of names.length ? names : ['lobby']) addRoom(n);
-  const last = store.get('courier.current', null);
   if (rooms.has(last)) select(last);
   ui.text.focus();
 }
