@@ -1,8 +1,9 @@
 //! The chat page at `/` in real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`), driven over WebDriver with fantoccini: two people chat both ways,
 //! markup in a message stays text, and a gateway restart while one browser keeps sending
-//! loses, repeats and reorders nothing on either screen. Screenshots of the page are
-//! saved under `target/test-artifacts/`.
+//! loses, repeats and reorders nothing on either screen; edits, reactions, deletes,
+//! replies, unread badges and "Seen by". Screenshots of the page are saved under
+//! `target/test-artifacts/`.
 
 use crate::helpers::{self, TestGateway, WAIT, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -124,6 +125,8 @@ impl Browser {
             .await
             .unwrap();
         let name = self.client.find(Locator::Id("name")).await.unwrap();
+        // After a reload the page offers the name it remembered.
+        name.clear().await.unwrap();
         name.send_keys(user).await.unwrap();
         self.client
             .find(Locator::Id("login-button"))
@@ -185,6 +188,17 @@ impl Browser {
             ),
         )
         .await;
+    }
+
+    /// Clicks the element `css` finds.
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Switches to `room` in the room list.
@@ -840,4 +854,224 @@ async fn two_people_see_each_other_online_and_who_is_typing() {
         )
         .await;
     alice.quit().await;
+}
+
+/// Issue 14 on the page: alice edits a message (markup in it stays text), bob and alice
+/// react to it with the picker and a chip, alice deletes another, bob replies with a
+/// quote; both pages show the same latest state. A second room that carol posts into
+/// from a WebSocket client shows its unread count as a badge on alice's page, from the
+/// gateway's counts (also after a reload); opening the room reads it, which the gateway
+/// keeps, and under alice's last message her page says who has seen it.
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "browser"),
+    ignore = "needs chromedriver and Chromium: --features courier-tests/browser (scripts/test.sh)"
+)]
+async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let gw = TestGateway::start().await;
+    let (alice, bob) = tokio::join!(Browser::start("alice"), Browser::start("bob"));
+    alice.sign_in(gw.addr, "alice").await;
+    bob.sign_in(gw.addr, "bob").await;
+    alice.join_room("release").await;
+    alice.open_room("lobby").await;
+
+    alice.say("helo wrold").await;
+    alice.wait_count(1).await;
+    alice.say("oops, wrong room").await;
+    bob.wait_count(2).await;
+    alice.wait_count(2).await;
+    let msg = |seq: u64| format!("li.msg[data-seq=\"{seq}\"]");
+
+    // Only her own messages offer Edit and Delete; every message offers Reply and a reaction.
+    let actions = |seq: u64| {
+        format!(
+            "return [...document.querySelectorAll('{} .actions button')].map(b => b.textContent + '|' + b.getAttribute('aria-label'));",
+            msg(seq).replace('"', "\\\"")
+        )
+    };
+    assert_eq!(
+        alice.js(&actions(1)).await,
+        json!([
+            "☺+|Add a reaction",
+            "Reply|Reply to alice",
+            "Edit|Edit your message",
+            "Delete|Delete your message"
+        ])
+    );
+    assert_eq!(
+        bob.js(&actions(1)).await,
+        json!(["☺+|Add a reaction", "Reply|Reply to alice"])
+    );
+
+    // Alice edits message 1; markup in the new text stays text.
+    alice.click(&format!("{} .act.edit", msg(1))).await;
+    let field = alice
+        .client
+        .find(Locator::Css(&format!("{} .edit-text", msg(1))))
+        .await
+        .unwrap();
+    assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("helo wrold"));
+    field.clear().await.unwrap();
+    field.send_keys("hello <i>world</i>").await.unwrap();
+    alice.click(&format!("{} .editor .save", msg(1))).await;
+    let edited = format!(
+        "const li = document.querySelector('{}');
+         return !!li && !li.querySelector('.editor') && li.querySelector('.body').textContent === 'hello <i>world</i>'
+           && li.querySelector('.edited')?.textContent === '(edited)' && li.querySelectorAll('i').length === 0;",
+        msg(1).replace('"', "\\\"")
+    );
+    alice.wait_for("the edit shown", &edited).await;
+    bob.wait_for("the edit shown", &edited).await;
+
+    // Bob reacts with the picker, alice adds hers by clicking the chip.
+    bob.click(&format!("{} .react-toggle", msg(1))).await;
+    bob.click(&format!("{} .picker .pick[data-emoji=\"👍\"]", msg(1)))
+        .await;
+    let chip = |count: usize, pressed: bool| {
+        format!(
+            "const c = document.querySelectorAll('{} .reactions .chip');
+             return c.length === 1 && c[0].dataset.emoji === '👍'
+               && c[0].querySelector('.chip-count').textContent === '{count}'
+               && c[0].getAttribute('aria-pressed') === '{pressed}';",
+            msg(1).replace('"', "\\\"")
+        )
+    };
+    bob.wait_for("bob's reaction", &chip(1, true)).await;
+    alice.wait_for("bob's reaction", &chip(1, false)).await;
+    assert_eq!(
+        bob.js(&format!(
+            "return !!document.querySelector('{} .picker');",
+            msg(1).replace('"', "\\\"")
+        ))
+        .await,
+        false,
+        "the picker closes after a pick"
+    );
+    alice
+        .click(&format!("{} .chip[data-emoji=\"👍\"]", msg(1)))
+        .await;
+    alice.wait_for("both reactions", &chip(2, true)).await;
+    bob.wait_for("both reactions", &chip(2, false)).await;
+    let title = alice
+        .js(&format!(
+            "return document.querySelector('{} .chip').title;",
+            msg(1).replace('"', "\\\"")
+        ))
+        .await;
+    assert_eq!(title, "👍 alice, bob");
+
+    // Alice deletes message 2, after confirming.
+    alice.click(&format!("{} .act.delete", msg(2))).await;
+    alice.click(&format!("{} .confirm-delete", msg(2))).await;
+    let deleted = format!(
+        "const li = document.querySelector('{}');
+         return !!li && li.classList.contains('deleted') && li.querySelector('.body').textContent === 'message deleted'
+           && !li.querySelector('.actions') && !document.body.innerText.includes('wrong room');",
+        msg(2).replace('"', "\\\"")
+    );
+    alice.wait_for("the delete shown", &deleted).await;
+    bob.wait_for("the delete shown", &deleted).await;
+
+    // Bob replies to message 1: the reply quotes it on both pages.
+    bob.click(&format!("{} .act.reply", msg(1))).await;
+    assert_eq!(
+        bob.js("return document.getElementById('reply-bar').hidden ? null : document.getElementById('reply-text').textContent;")
+            .await,
+        "Replying to alice: hello <i>world</i>"
+    );
+    bob.say("agreed").await;
+    for b in [&alice, &bob] {
+        b.wait_count(3).await;
+        let reply = b
+            .wait_for(
+                "the reply with its quote",
+                "const li = [...document.querySelectorAll('.room-view:not([hidden]) .timeline > li.msg')].pop();
+                 const q = li && li.querySelector('.quote');
+                 return q && li.dataset.from === 'bob' && [q.dataset.target, q.textContent, li.querySelector('.body').textContent];",
+            )
+            .await;
+        assert_eq!(reply, json!(["1", "alice hello <i>world</i>", "agreed"]), "{}", b.name);
+    }
+    assert_eq!(
+        bob.js("return document.getElementById('reply-bar').hidden;")
+            .await,
+        true
+    );
+    let want = vec![
+        (1, "alice".to_owned(), "hello <i>world</i>".to_owned()),
+        (2, "alice".to_owned(), "message deleted".to_owned()),
+        (7, "bob".to_owned(), "agreed".to_owned()),
+    ];
+    assert_eq!(alice.messages().await, want);
+    assert_eq!(bob.messages().await, want);
+
+    // Bob's page reads the lobby as it is shown: alice's page says so under her last
+    // message (the deleted one does not count).
+    alice
+        .wait_for(
+            "seen by bob",
+            &format!(
+                "const s = document.querySelectorAll('.timeline .seen');
+                 return s.length === 1 && s[0].textContent === 'Seen by bob' && !!s[0].closest('{}');",
+                msg(1).replace('"', "\\\"")
+            ),
+        )
+        .await;
+    alice.screenshot("issue14-alice").await;
+    bob.screenshot("issue14-bob").await;
+
+    // Carol posts into release while alice looks at the lobby: a badge with the count.
+    let mut carol = gw.client("carol").await;
+    carol.join("release").await;
+    for (id, body) in [("c-1", "release notes are up"), ("c-2", "please review")] {
+        let ack = carol.say("release", id, body).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let badge = |n: &str| {
+        format!(
+            "const b = document.querySelector('.room-button[data-room=\"release\"] .unread');
+             return !b.hidden && b.textContent === '{n}';"
+        )
+    };
+    alice.wait_for("a badge of 2 on release", &badge("2")).await;
+    assert_eq!(
+        alice
+            .js("return document.querySelector('.room-button[data-room=\"release\"]').textContent;")
+            .await,
+        "release2 (2 unread)"
+    );
+
+    // Opening the room reads it: the badge goes, and the gateway keeps alice's cursor.
+    alice.open_room("release").await;
+    let no_badge = "return document.querySelector('.room-button[data-room=\"release\"] .unread').hidden;";
+    alice.wait_for("no badge on release", no_badge).await;
+    let end = Instant::now() + WAIT;
+    loop {
+        let r = format!("reads-{}", helpers::unique_suffix());
+        carol
+            .send(json!({"type": "reads", "room": "release", "ref": r}))
+            .await;
+        let reads = carol
+            .recv_where(|v| v["type"] == "reads" && v["ref"] == r.as_str())
+            .await;
+        if reads["reads"]["alice"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < end, "alice's cursor never reached 2: {reads}");
+        sleep(Duration::from_millis(200)).await;
+    }
+    alice.open_room("lobby").await;
+    alice.wait_for("still no badge", no_badge).await;
+
+    // One more while she is away; after a reload the count comes from the gateway.
+    let ack = carol.say("release", "c-3", "ping?").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    alice.wait_for("a badge of 1 on release", &badge("1")).await;
+    alice.sign_in(gw.addr, "alice").await;
+    alice.wait_for("a badge of 1 after a reload", &badge("1")).await;
+    assert_eq!(alice.rooms().await, ["lobby", "release"]);
+    assert_eq!(alice.messages().await, want, "the lobby as before the reload");
+    alice.screenshot("issue14-badge").await;
+    tokio::join!(alice.quit(), bob.quit());
 }
