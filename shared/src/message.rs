@@ -1,8 +1,8 @@
 //! The queue envelope (gateway → worker), its body rule, and the processed message
 //! (worker → gateways, store).
 
-use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
 use crate::event::{EventKind, Reactions};
+use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
 use crate::time::Timestamp;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -337,11 +337,18 @@ mod tests {
         let delete = edit
             .replace(r#""body":"fixed""#, r#""body":"""#)
             .replace("edit", "delete");
-        assert!(Envelope::from_json(delete.as_bytes()).unwrap().check().is_ok());
+        assert!(
+            Envelope::from_json(delete.as_bytes())
+                .unwrap()
+                .check()
+                .is_ok()
+        );
         let no_target = edit.replace(r#","target":43"#, "");
         let e = Envelope::from_json(no_target.as_bytes()).unwrap().check();
         assert!(e.unwrap_err().contains("target"));
-        let react = edit.replace("edit", "reaction").replace(r#""body":"fixed""#, r#""body":"""#);
+        let react = edit
+            .replace("edit", "reaction")
+            .replace(r#""body":"fixed""#, r#""body":"""#);
         let e = Envelope::from_json(react.as_bytes()).unwrap().check();
         assert!(e.unwrap_err().contains("emoji"));
     }
@@ -391,7 +398,10 @@ mod tests {
         );
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.starts_with(r#"{"type":"message","room":"lobby","seq":43,"#));
-        assert!(!json.contains("kind"), "a plain message reads as before: {json}");
+        assert!(
+            !json.contains("kind"),
+            "a plain message reads as before: {json}"
+        );
         let back: StoredMessage = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         m.kind = EventKind::Reaction;
