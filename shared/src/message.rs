@@ -354,6 +354,30 @@ mod tests {
     }
 
     #[test]
+    fn the_published_schema_knows_this_version_and_every_field() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/envelope.schema.json")).unwrap();
+        let versions = schema["properties"]["v"]["enum"].as_array().unwrap();
+        assert!(versions.contains(&ENVELOPE_VERSION.into()));
+        let mut env = Envelope::message(
+            RoomId::parse("r").unwrap(),
+            UserId::parse("u").unwrap(),
+            ClientMsgId::parse("c").unwrap(),
+            "b".into(),
+            GatewayId::from_string("gw-1".into()),
+        );
+        (env.kind, env.target, env.reply_to) = (EventKind::Reaction, Some(1), Some(1));
+        (env.emoji, env.remove, env.moderated) = (Some("👍".into()), true, true);
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        for field in json.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"].get(field).is_some(),
+                "docs/envelope.schema.json lacks {field}"
+            );
+        }
+    }
+
+    #[test]
     fn bodies_break_the_rule_with_the_texts_clients_read() {
         for body in [
             "a\u{0}b",
