@@ -751,3 +751,36 @@ test('read and reads need a live join; reads merges cursors forward only and emi
   ws.push({ type: 'read', room: 'lobby', seq: 50, unread: 0, ref: r2.ref });
   assert.deepEqual(await q, { room: 'lobby', read: 50, unread: 0 });
 });
+
+test('a room reset or a leave forgets the room state; a no-op reaction is no update', async () => {
+  const t = setup();
+  let ws = await joined(t, 'lobby', { head: 0, read: 0, unread: 0 });
+  ws.push(msg(1, 'bob'));
+  ws.push(msg(2, 'bob'));
+  ws.push(react(3, 'carol', 1, '👍'));
+  ws.push(react(4, 'carol', 1, '🎉', true)); // nothing to remove
+  assert.deepEqual(
+    t.updates.map((u) => u.cause),
+    ['message', 'message', 'reaction'],
+  );
+  // The store was wiped: the rejoin finds a lower head.
+  ws.drop(1012);
+  await t.clock.advance(0);
+  ws = t.last();
+  ws.accept();
+  const [join] = ws.take('join');
+  assert.equal(join.since, 4);
+  ws.push({ type: 'joined', room: 'lobby', head: 1, read: 0, unread: 1, ref: join.ref });
+  assert.equal(t.errors[0].code, 'room_reset');
+  assert.deepEqual(t.client.messages('lobby'), []);
+  assert.deepEqual(t.client.readState('lobby'), { read: 0, unread: 1 });
+  ws.push(msg(2, 'dora'));
+  assert.deepEqual(
+    t.client.messages('lobby').map((m) => [m.seq, m.from]),
+    [[2, 'dora']],
+  );
+  t.client.leave('lobby'); // the gateway's answer does not matter here
+  assert.deepEqual(t.client.messages('lobby'), []);
+  assert.equal(t.client.readState('lobby'), null);
+  assert.deepEqual(t.client.seenBy('lobby'), {});
+});
