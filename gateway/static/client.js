@@ -1032,13 +1032,16 @@ export class CourierClient {
 
   /**
    * A `read` frame: the reply to this client's `read`, or the same from another of the
-   * user's connections. The unread count is recounted from the state when the state
+   * user's connections; one behind the cursor known is stale and changes nothing. The unread count is recounted from the state when the state
    * holds every message after the cursor (exact, whatever was in flight); else the
    * gateway's count is taken.
    */
   _readFrame(f) {
     const r = this._rooms.get(f.room);
     if (!r || !Number.isInteger(f.seq) || r.seenFrom === null) return;
+    // Frames from two devices may cross: the cursor only moves forward (a `joined`
+    // says where it is after a reconnect).
+    if (r.read !== null && f.seq < r.read) return;
     r.read = f.seq;
     if (f.seq >= r.seenFrom && f.seq >= r.floor) {
       let n = 0;

@@ -711,9 +711,20 @@ test('read moves the cursor; the count is recounted from the state, and the same
   ws.push({ type: 'read', room: 'lobby', seq: 9, unread: 1 });
   assert.deepEqual(t.client.readState('lobby'), { read: 9, unread: 1 });
   assert.deepEqual(t.reads.at(-1), { room: 'lobby', read: 9, unread: 1 });
-  // A cursor below what this client saw since joining: the gateway's count is taken.
-  ws.push({ type: 'read', room: 'lobby', seq: 2, unread: 7 });
-  assert.deepEqual(t.client.readState('lobby'), { read: 2, unread: 7 });
+  // Frames from two devices may cross: one behind the cursor changes nothing.
+  ws.push({ type: 'read', room: 'lobby', seq: 7, unread: 2 });
+  assert.deepEqual(t.client.readState('lobby'), { read: 9, unread: 1 });
+});
+
+test('a read cursor from another device below what this client saw since joining takes the gateway count', async () => {
+  const t = setup();
+  const ws = await joined(t, 'lobby', { head: 10, read: 1, unread: 8 });
+  ws.push(msg(11, 'bob'));
+  assert.deepEqual(t.client.readState('lobby'), { read: 1, unread: 9 });
+  ws.push({ type: 'read', room: 'lobby', seq: 4, unread: 6 });
+  assert.deepEqual(t.client.readState('lobby'), { read: 4, unread: 6 });
+  ws.push(msg(12, 'bob'));
+  assert.deepEqual(t.client.readState('lobby'), { read: 4, unread: 7 });
 });
 
 test('read and reads need a live join; reads merges cursors forward only and emits what moved', async () => {
