@@ -952,7 +952,7 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
         .click(&format!("{} .chip[data-emoji=\"👍\"]", msg(1)))
         .await;
     alice.wait_for("both reactions", &chip(2, true)).await;
-    bob.wait_for("both reactions", &chip(2, false)).await;
+    bob.wait_for("both reactions", &chip(2, true)).await;
     let title = alice
         .js(&format!(
             "return document.querySelector('{} .chip').title;",
