@@ -911,7 +911,10 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
         .find(Locator::Css(&format!("{} .edit-text", msg(1))))
         .await
         .unwrap();
-    assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("helo wrold"));
+    assert_eq!(
+        field.prop("value").await.unwrap().as_deref(),
+        Some("helo wrold")
+    );
     field.clear().await.unwrap();
     field.send_keys("hello <i>world</i>").await.unwrap();
     alice.click(&format!("{} .editor .save", msg(1))).await;
@@ -991,7 +994,12 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
                  return q && li.dataset.from === 'bob' && [q.dataset.target, q.textContent, li.querySelector('.body').textContent];",
             )
             .await;
-        assert_eq!(reply, json!(["1", "alice hello <i>world</i>", "agreed"]), "{}", b.name);
+        assert_eq!(
+            reply,
+            json!(["1", "alice hello <i>world</i>", "agreed"]),
+            "{}",
+            b.name
+        );
     }
     assert_eq!(
         bob.js("return document.getElementById('reply-bar').hidden;")
@@ -1044,7 +1052,8 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
 
     // Opening the room reads it: the badge goes, and the gateway keeps alice's cursor.
     alice.open_room("release").await;
-    let no_badge = "return document.querySelector('.room-button[data-room=\"release\"] .unread').hidden;";
+    let no_badge =
+        "return document.querySelector('.room-button[data-room=\"release\"] .unread').hidden;";
     alice.wait_for("no badge on release", no_badge).await;
     let end = Instant::now() + WAIT;
     loop {
@@ -1058,7 +1067,10 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
         if reads["reads"]["alice"] == 2 {
             break;
         }
-        assert!(Instant::now() < end, "alice's cursor never reached 2: {reads}");
+        assert!(
+            Instant::now() < end,
+            "alice's cursor never reached 2: {reads}"
+        );
         sleep(Duration::from_millis(200)).await;
     }
     alice.open_room("lobby").await;
@@ -1069,9 +1081,15 @@ async fn edits_reactions_deletes_replies_and_unread_badges_on_the_page() {
     assert_eq!(ack["type"], "ack", "{ack}");
     alice.wait_for("a badge of 1 on release", &badge("1")).await;
     alice.sign_in(gw.addr, "alice").await;
-    alice.wait_for("a badge of 1 after a reload", &badge("1")).await;
+    alice
+        .wait_for("a badge of 1 after a reload", &badge("1"))
+        .await;
     assert_eq!(alice.rooms().await, ["lobby", "release"]);
-    assert_eq!(alice.messages().await, want, "the lobby as before the reload");
+    assert_eq!(
+        alice.messages().await,
+        want,
+        "the lobby as before the reload"
+    );
     alice.screenshot("issue14-badge").await;
     tokio::join!(alice.quit(), bob.quit());
 }
