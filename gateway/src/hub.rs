@@ -45,8 +45,9 @@ pub enum Outbound {
     Resync,
     /// One room message, in the room's order; every member gets the same allocation.
     Live(Arc<Delivered>),
-    /// An ephemeral event of a room (`member`, `typing`): written only while the room is
-    /// live on the connection, dropped when the connection's buffer is full.
+    /// An ephemeral event of a room (`member`, `typing`, `read`, `reads`): written only
+    /// while the room is live on the connection, dropped when the connection's buffer is
+    /// full.
     Signal(Arc<RoomSignal>),
     /// Close the connection with this code.
     Close(u16, &'static str),
@@ -58,6 +59,9 @@ pub enum Outbound {
 pub struct JoinedReply {
     pub room: RoomId,
     pub head: u64,
+    /// The user's read cursor in the room, and the exact count of unread messages.
+    pub read: u64,
+    pub unread: u64,
     pub since: Option<u64>,
     pub reference: Option<String>,
 }
@@ -82,7 +86,8 @@ pub struct Delivered {
     pub sent_at_ms: i64,
 }
 
-/// A `member` or `typing` frame of one room, serialized once for every recipient.
+/// A `member`, `typing`, `read` or `reads` frame of one room, serialized once for every
+/// recipient.
 #[derive(Debug)]
 pub struct RoomSignal {
     pub room: RoomId,

@@ -129,4 +129,39 @@ mod tests {
         assert_eq!(seqs, (0..5000).collect::<Vec<_>>());
         assert!(!inbox.take(br#"{"room_changed":"lobby"}"#));
     }
+
+    #[test]
+    fn a_read_cursor_rides_beside_typing_in_one_body() {
+        let gw = GatewayId::from_string("gw-2".into());
+        let room = RoomId::parse("team-7:general").unwrap();
+        let user = UserId::parse("zoe").unwrap();
+        let signals = vec![
+            Signal {
+                gateway: gw.clone(),
+                seq: 1,
+                kind: SignalKind::Typing {
+                    room: room.clone(),
+                    user: user.clone(),
+                },
+            },
+            Signal {
+                gateway: gw,
+                seq: 2,
+                kind: SignalKind::Read {
+                    room,
+                    user,
+                    cursor: 1_000_000,
+                    unread: 0,
+                },
+            },
+        ];
+        let bodies = pack(&signals).unwrap();
+        assert_eq!(bodies.len(), 1);
+        let inbox = Inbox::default();
+        let (tx, mut rx) = mpsc::channel(8);
+        *lock(&inbox.0) = Some(tx);
+        assert!(inbox.take(bodies[0].text.as_bytes()));
+        assert_eq!(rx.try_recv().unwrap(), signals[0]);
+        assert_eq!(rx.try_recv().unwrap(), signals[1]);
+    }
 }
