@@ -3,8 +3,7 @@
 
 use super::{Consumer, Delivery, Queue, QueueOptions, Settled};
 use shared::ids::{ClientMsgId, GatewayId, RoomId, UserId};
-use shared::message::{ENVELOPE_VERSION, Enriched, Envelope, StoredMessage};
-use shared::time::Timestamp;
+use shared::message::{Enriched, Envelope, StoredMessage};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -242,9 +242,15 @@ mod tests {
     fn the_store_rules_refuse_what_clients_would_ignore() {
         let target = msg(1, "alice", EventKind::Message, None);
         let edit = msg(2, "bob", EventKind::Edit, Some(1));
-        assert_eq!(check_target(&edit, Some(&target)), Err(Refusal::NotAuthor(1)));
+        assert_eq!(
+            check_target(&edit, Some(&target)),
+            Err(Refusal::NotAuthor(1))
+        );
         let mut delete = msg(2, "bob", EventKind::Delete, Some(1));
-        assert_eq!(check_target(&delete, Some(&target)), Err(Refusal::NotAuthor(1)));
+        assert_eq!(
+            check_target(&delete, Some(&target)),
+            Err(Refusal::NotAuthor(1))
+        );
         delete.moderated = true;
         assert_eq!(check_target(&delete, Some(&target)), Ok(()));
         assert_eq!(check_target(&delete, None), Err(Refusal::Missing(1)));
@@ -255,11 +261,19 @@ mod tests {
         assert_eq!(check_target(&r, Some(&edit)), Err(Refusal::NotAMessage(1)));
         let mut full = target.clone();
         for n in 0..MAX_EMOJI_PER_MESSAGE {
-            full.reactions.insert(format!("e{n}"), vec![UserId::parse("x").unwrap()]);
+            full.reactions
+                .insert(format!("e{n}"), vec![UserId::parse("x").unwrap()]);
         }
-        assert_eq!(check_target(&r, Some(&full)), Err(Refusal::TooManyReactions(1)));
+        assert_eq!(
+            check_target(&r, Some(&full)),
+            Err(Refusal::TooManyReactions(1))
+        );
         let again = react(3, "x", 1, "e0", false);
-        assert_eq!(check_target(&again, Some(&full)), Ok(()), "a repeat adds nothing");
+        assert_eq!(
+            check_target(&again, Some(&full)),
+            Ok(()),
+            "a repeat adds nothing"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod sync;
 pub mod time;
 pub mod url;
 
-pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};
 pub use event::{EventKind, Reactions};
+pub use ids::{ClientMsgId, GatewayId, RoomId, UserId};
 pub use message::{Enriched, Envelope, StoredMessage};
 pub use time::Timestamp;

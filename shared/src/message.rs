@@ -1,8 +1,8 @@
 //! The queue envelope (gateway → worker), its body rule, and the processed message
 //! (worker → gateways, store).
 
-use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
 use crate::event::{EventKind, Reactions};
+use crate::ids::{ClientMsgId, GatewayId, RoomId, UserId};
 use crate::time::Timestamp;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -337,13 +337,44 @@ mod tests {
         let delete = edit
             .replace(r#""body":"fixed""#, r#""body":"""#)
             .replace("edit", "delete");
-        assert!(Envelope::from_json(delete.as_bytes()).unwrap().check().is_ok());
+        assert!(
+            Envelope::from_json(delete.as_bytes())
+                .unwrap()
+                .check()
+                .is_ok()
+        );
         let no_target = edit.replace(r#","target":43"#, "");
         let e = Envelope::from_json(no_target.as_bytes()).unwrap().check();
         assert!(e.unwrap_err().contains("target"));
-        let react = edit.replace("edit", "reaction").replace(r#""body":"fixed""#, r#""body":"""#);
+        let react = edit
+            .replace("edit", "reaction")
+            .replace(r#""body":"fixed""#, r#""body":"""#);
         let e = Envelope::from_json(react.as_bytes()).unwrap().check();
         assert!(e.unwrap_err().contains("emoji"));
+    }
+
+    #[test]
+    fn the_published_schema_knows_this_version_and_every_field() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/envelope.schema.json")).unwrap();
+        let versions = schema["properties"]["v"]["enum"].as_array().unwrap();
+        assert!(versions.contains(&ENVELOPE_VERSION.into()));
+        let mut env = Envelope::message(
+            RoomId::parse("r").unwrap(),
+            UserId::parse("u").unwrap(),
+            ClientMsgId::parse("c").unwrap(),
+            "b".into(),
+            GatewayId::from_string("gw-1".into()),
+        );
+        (env.kind, env.target, env.reply_to) = (EventKind::Reaction, Some(1), Some(1));
+        (env.emoji, env.remove, env.moderated) = (Some("👍".into()), true, true);
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        for field in json.as_object().unwrap().keys() {
+            assert!(
+                schema["properties"].get(field).is_some(),
+                "docs/envelope.schema.json lacks {field}"
+            );
+        }
     }
 
     #[test]
@@ -391,7 +422,10 @@ mod tests {
         );
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.starts_with(r#"{"type":"message","room":"lobby","seq":43,"#));
-        assert!(!json.contains("kind"), "a plain message reads as before: {json}");
+        assert!(
+            !json.contains("kind"),
+            "a plain message reads as before: {json}"
+        );
         let back: StoredMessage = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         m.kind = EventKind::Reaction;

@@ -11,7 +11,7 @@
 //! and read cursors (`mark_read`, `read_cursor`, `unread`, `reads`: see `cursors`), and
 //! asks `ping` for readiness.
 
-use shared::event::{EventKind, Reactions, Refusal};
+use shared::event::{EventKind, Reactions};
 use shared::sync::lock;
 use shared::url::redact_url;
 use shared::{ClientMsgId, Enriched, RoomId, StoredMessage, Timestamp, UserId};
@@ -30,6 +30,7 @@ mod sqlite;
 pub use error::Error;
 pub use rooms::RoomSettings;
 pub use settings::StoreSettings;
+pub use shared::event::Refusal;
 
 /// The columns of a `messages` row, in the order [`RawMessage`] reads them.
 macro_rules! message_columns {

@@ -1,8 +1,10 @@
-//! Which of a batch's messages are new, which repeat a stored one, and the seqs the new
-//! ones get: the same for every backend.
+//! Which of a batch's messages are new, which repeat a stored one, which events their
+//! targets refuse, and the seqs the new ones get: the same for every backend.
 
+use super::events::Targets;
 use super::{NewMessage, Stored};
 use shared::StoredMessage;
+use shared::event::Refusal;
 use std::collections::{BTreeMap, HashMap};
 
 type Key<'a> = (&'a str, &'a str, &'a str);
@@ -46,59 +48,69 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Numbers the new messages after their room's counter: (input, seq).
+    /// Numbers the new entries after their room's counter, in input order, applying
+    /// each event to its target as it goes: (input, seq) for what is stored, (input,
+    /// why) for the events their targets refuse (they take no seq).
     pub(super) fn number(
         &self,
         batch: &[NewMessage],
         last: &mut Counters<'_>,
-    ) -> Vec<(usize, i64)> {
-        batch
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| self.first[i] == i && self.stored[i].is_none())
-            .map(|(i, m)| {
-                let counter = last
-                    .get_mut(m.room.as_str())
-                    .expect("every room was locked");
-                counter.1 += 1;
-                (i, counter.1)
-            })
-            .collect()
+        targets: &mut Targets,
+    ) -> Numbered {
+        let mut numbered = Numbered::default();
+        for (i, m) in batch.iter().enumerate() {
+            if self.first[i] != i || self.stored[i].is_some() {
+                continue;
+            }
+            let counter = last
+                .get_mut(m.room.as_str())
+                .expect("every room was locked");
+            let entry = m.stored((counter.1 + 1) as u64);
+            if entry.kind.is_message() {
+                targets.add_new(entry);
+            } else if let Err(why) = targets.apply(&entry) {
+                numbered.refused.push((i, why));
+                continue;
+            }
+            counter.1 += 1;
+            numbered.fresh.push((i, counter.1));
+        }
+        numbered
     }
 
-    pub(super) fn outcomes(self, batch: &[NewMessage], fresh: Vec<(usize, i64)>) -> Vec<Stored> {
+    pub(super) fn outcomes(self, batch: &[NewMessage], numbered: Numbered) -> Vec<Stored> {
         let mut out: Vec<Option<Stored>> = self
             .stored
             .into_iter()
             .map(|s| s.map(Stored::Duplicate))
             .collect();
-        for (i, seq) in fresh {
-            let m = &batch[i];
-            out[i] = Some(Stored::New(StoredMessage {
-                room: m.room.clone(),
-                seq: seq as u64,
-                id: m.id.clone(),
-                from: m.from.clone(),
-                body: m.body.clone(),
-                sent_at: m.sent_at,
-                enriched: m.enriched.clone(),
-                trace: m.trace.clone(),
-            }));
+        for (i, seq) in numbered.fresh {
+            out[i] = Some(Stored::New(batch[i].stored(seq as u64)));
+        }
+        for (i, why) in numbered.refused {
+            out[i] = Some(Stored::Refused(why));
         }
         for (i, &j) in self.first.iter().enumerate() {
             if j != i {
-                let first = out[j]
-                    .as_ref()
-                    .expect("first inputs are settled")
-                    .message()
-                    .clone();
-                out[i] = Some(Stored::Duplicate(first));
+                out[i] = Some(match out[j].as_ref().expect("first inputs are settled") {
+                    Stored::New(m) | Stored::Duplicate(m) => Stored::Duplicate(m.clone()),
+                    Stored::Refused(why) => Stored::Refused(why.clone()),
+                });
             }
         }
         out.into_iter()
             .map(|o| o.expect("every input has an outcome"))
             .collect()
     }
+}
+
+/// What numbering decided for a batch's new inputs.
+#[derive(Default)]
+pub(super) struct Numbered {
+    /// (input, seq) of each entry to store, in input order.
+    pub(super) fresh: Vec<(usize, i64)>,
+    /// (input, why) of each event its target refused.
+    pub(super) refused: Vec<(usize, Refusal)>,
 }
 
 /// Each room's counter in a batch: (last seq before, last seq after numbering).

@@ -15,8 +15,12 @@
 //! whatever the batch's size: it is parsed and planned once per connection, not once
 //! per batch.
 
+use super::events::{self, Targets};
 use super::plan::{self, Counters, Plan};
-use super::{AFTER, BEFORE, HEAD, NewMessage, Page, RawMessage, StoreOptions, Stored, raw_message};
+use super::{
+    AFTER, BEFORE, HEAD, NewMessage, Page, REACTIONS, RawMessage, StoreOptions, Stored,
+    attach_reactions, message_columns, raw_message, seq_range,
+};
 use crate::error::Error;
 use shared::{RoomId, StoredMessage, Timestamp};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -84,8 +88,25 @@ impl PgStore {
             .bind(i64::from(page.limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(decode).collect()
+        let mut messages = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        if let Some((lo, hi)) = seq_range(&messages) {
+            let rows = sqlx::query(REACTIONS)
+                .bind(page.room.as_str())
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&self.pool)
+                .await?;
+            attach_reactions(&mut messages, reaction_rows(&rows)?)?;
+        }
+        Ok(messages)
     }
+}
+
+/// `(seq, emoji, user)` from the rows of `REACTIONS`.
+fn reaction_rows(rows: &[PgRow]) -> Result<Vec<(i64, String, String)>, Error> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
 }
 
 fn decode(row: &PgRow) -> Result<StoredMessage, Error> {
@@ -98,11 +119,13 @@ async fn write(conn: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Stor
     let mut last = lock_rooms(&mut tx, batch).await?;
     let mut plan = Plan::new(batch);
     plan.found(find_stored(&mut tx, batch).await?);
-    let fresh = plan.number(batch, &mut last);
-    insert(&mut tx, batch, &fresh).await?;
+    let mut targets = Targets::new(read_targets(&mut tx, batch).await?);
+    let numbered = plan.number(batch, &mut last, &mut targets);
+    insert(&mut tx, batch, &numbered.fresh).await?;
+    write_targets(&mut tx, &targets).await?;
     set_counters(&mut tx, &last).await?;
     tx.commit().await?;
-    Ok(plan.outcomes(batch, fresh))
+    Ok(plan.outcomes(batch, numbered))
 }
 
 /// Locks each room's counter (creating it at 0), in room-name order, and returns the
@@ -112,16 +135,41 @@ const LOCK_ROOMS: &str = "INSERT INTO room_seq (room, last_seq) \
      ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq RETURNING room, last_seq";
 
 /// The stored messages whose keys the batch repeats (a retry, a redelivery).
-const FIND_STORED: &str = "SELECT m.room, m.seq, m.sender, m.client_id, m.body, m.sent_at, \
-     m.enriched, m.trace FROM messages m \
-     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(room, sender, client_id) \
-     ON m.room = k.room AND m.sender = k.sender AND m.client_id = k.client_id";
+const FIND_STORED: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE (room, sender, client_id) IN \
+     (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
+);
+
+/// The rows the batch's events name, and their reactions.
+const TARGETS: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE (room, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+);
+const TARGET_REACTIONS: &str = "SELECT room, seq, emoji, user_name FROM reactions \
+     WHERE (room, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))";
+/// A changed target's latest state, its reactions replaced, and (deleted) its edits'
+/// bodies cleared.
+const SET_STATE: &str = "UPDATE messages SET body = $3, enriched = $4, edited_at = $5, \
+     deleted = $6 WHERE room = $1 AND seq = $2";
+const CLEAR_REACTIONS: &str = "DELETE FROM reactions WHERE room = $1 AND seq = $2";
+const ADD_REACTIONS: &str = "INSERT INTO reactions (room, seq, emoji, user_name) \
+     SELECT $1, $2, e, u FROM unnest($3::text[], $4::text[]) AS r(e, u)";
+const CLEAR_EDITS: &str = "UPDATE messages SET body = '', enriched = $3 \
+     WHERE room = $1 AND target = $2 AND kind = 'edit'";
 
 const INSERT: &str = "INSERT INTO messages \
-     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
-     SELECT room, seq, sender, client_id, body, sent_at, enriched, $8, trace \
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace, \
+     kind, target, reply_to, emoji, unreact, moderated) \
+     SELECT room, seq, sender, client_id, body, sent_at, enriched, $8, trace, \
+     kind, target, reply_to, emoji, unreact, moderated \
      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-     $7::text[], $9::text[]) AS m(room, seq, sender, client_id, body, sent_at, enriched, trace)";
+     $7::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], \
+     $14::bigint[], $15::bigint[]) \
+     AS m(room, seq, sender, client_id, body, sent_at, enriched, trace, \
+     kind, target, reply_to, emoji, unreact, moderated)";
 
 /// Writes back the counters that moved (their rows are locked by this transaction).
 const SET_COUNTERS: &str = "UPDATE room_seq SET last_seq = v.seq \
@@ -186,6 +234,13 @@ async fn insert(
         cols.enriched
             .push(serde_json::to_string(&m.enriched).expect("enrichment serializes"));
         cols.trace.push(m.trace.as_deref());
+        let e = &m.event;
+        cols.kind.push(e.kind.as_str());
+        cols.target.push(e.target.map(|t| t as i64));
+        cols.reply_to.push(e.reply_to.map(|t| t as i64));
+        cols.emoji.push(e.emoji.as_deref());
+        cols.unreact.push(i64::from(e.remove));
+        cols.moderated.push(i64::from(e.moderated));
     }
     sqlx::query(INSERT)
         .bind(&cols.room)
@@ -197,6 +252,12 @@ async fn insert(
         .bind(&cols.enriched)
         .bind(Timestamp::now().as_millis())
         .bind(&cols.trace)
+        .bind(&cols.kind)
+        .bind(&cols.target)
+        .bind(&cols.reply_to)
+        .bind(&cols.emoji)
+        .bind(&cols.unreact)
+        .bind(&cols.moderated)
         .execute(&mut *tx)
         .await?;
     Ok(())
@@ -212,6 +273,12 @@ struct Columns<'a> {
     sent_at: Vec<i64>,
     enriched: Vec<String>,
     trace: Vec<Option<&'a str>>,
+    kind: Vec<&'static str>,
+    target: Vec<Option<i64>>,
+    reply_to: Vec<Option<i64>>,
+    emoji: Vec<Option<&'a str>>,
+    unreact: Vec<i64>,
+    moderated: Vec<i64>,
 }
 
 impl Columns<'_> {
@@ -225,6 +292,12 @@ impl Columns<'_> {
             sent_at: Vec::with_capacity(n),
             enriched: Vec::with_capacity(n),
             trace: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            target: Vec::with_capacity(n),
+            reply_to: Vec::with_capacity(n),
+            emoji: Vec::with_capacity(n),
+            unreact: Vec::with_capacity(n),
+            moderated: Vec::with_capacity(n),
         }
     }
 }
@@ -240,5 +313,96 @@ async fn set_counters(tx: &mut PgConnection, last: &Counters<'_>) -> Result<(), 
         .bind(&seqs)
         .execute(&mut *tx)
         .await?;
+    Ok(())
+}
+
+/// The latest state of every message the batch's events name (none for a batch of
+/// plain messages: no round trip).
+async fn read_targets(
+    tx: &mut PgConnection,
+    batch: &[NewMessage],
+) -> Result<Vec<StoredMessage>, Error> {
+    let keys = events::target_keys(batch);
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (rooms, seqs): (Vec<&str>, Vec<i64>) = keys.into_iter().unzip();
+    let rows = sqlx::query(TARGETS)
+        .bind(&rooms)
+        .bind(&seqs)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut found = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let rows = sqlx::query(TARGET_REACTIONS)
+        .bind(&rooms)
+        .bind(&seqs)
+        .fetch_all(&mut *tx)
+        .await?;
+    // Rows of several rooms: attach room by room.
+    let mut by_room: std::collections::BTreeMap<String, Vec<(i64, String, String)>> =
+        Default::default();
+    for r in &rows {
+        let room: String = r.try_get(0)?;
+        by_room
+            .entry(room)
+            .or_default()
+            .push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+    }
+    for (room, rows) in by_room {
+        let mut of_room: Vec<StoredMessage> = Vec::new();
+        let mut rest = Vec::new();
+        for m in found.drain(..) {
+            if m.room.as_str() == room {
+                of_room.push(m);
+            } else {
+                rest.push(m);
+            }
+        }
+        attach_reactions(&mut of_room, rows)?;
+        rest.extend(of_room);
+        found = rest;
+    }
+    Ok(found)
+}
+
+/// Writes the latest state of each target the batch changed: events are rare next to
+/// messages, so a few statements per changed target are fine.
+async fn write_targets(tx: &mut PgConnection, targets: &Targets) -> Result<(), Error> {
+    for m in targets.changed() {
+        let (room, seq) = (m.room.as_str(), m.seq as i64);
+        sqlx::query(SET_STATE)
+            .bind(room)
+            .bind(seq)
+            .bind(&m.body)
+            .bind(serde_json::to_string(&m.enriched).expect("enrichment serializes"))
+            .bind(m.edited_at.map(Timestamp::as_millis))
+            .bind(i64::from(m.deleted))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(CLEAR_REACTIONS)
+            .bind(room)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        let (emoji, users): (Vec<&str>, Vec<&str>) = events::reaction_rows(m).unzip();
+        if !emoji.is_empty() {
+            sqlx::query(ADD_REACTIONS)
+                .bind(room)
+                .bind(seq)
+                .bind(&emoji)
+                .bind(&users)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let cleared = events::cleared_enrichment();
+    for (room, seq) in targets.deleted() {
+        sqlx::query(CLEAR_EDITS)
+            .bind(room)
+            .bind(*seq as i64)
+            .bind(&cleared)
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }

@@ -5,8 +5,12 @@
 //! shape: the transaction runs small cached statements once per room and per message.
 //! WAL lets the readers (history, replay, resync) run beside the one writer.
 
+use super::events::{self, Targets};
 use super::plan::{self, Counters, Plan};
-use super::{AFTER, BEFORE, HEAD, NewMessage, Page, RawMessage, StoreOptions, Stored, raw_message};
+use super::{
+    AFTER, BEFORE, GET, HEAD, NewMessage, Page, REACTIONS, RawMessage, StoreOptions, Stored,
+    attach_reactions, message_columns, raw_message, seq_range,
+};
 use crate::error::Error;
 use shared::sqlite::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior};
 use shared::sqlite::{Checkpoints, Db, OpenOptions};
@@ -18,12 +22,25 @@ use std::time::Duration;
 
 const LOCK_ROOM: &str = "INSERT INTO room_seq (room, last_seq) VALUES (?1, 0) ON CONFLICT (room) \
      DO UPDATE SET last_seq = room_seq.last_seq RETURNING last_seq";
-const FIND: &str = "SELECT room, seq, sender, client_id, body, sent_at, enriched, trace \
-     FROM messages WHERE room = ?1 AND sender = ?2 AND client_id = ?3";
+const FIND: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room = ?1 AND sender = ?2 AND client_id = ?3"
+);
 const INSERT: &str = "INSERT INTO messages \
-     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace, \
+     kind, target, reply_to, emoji, unreact, moderated) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 const SET_COUNTER: &str = "UPDATE room_seq SET last_seq = ?2 WHERE room = ?1";
+/// A changed target's latest state.
+const SET_STATE: &str = "UPDATE messages SET body = ?3, enriched = ?4, edited_at = ?5, \
+     deleted = ?6 WHERE room = ?1 AND seq = ?2";
+const CLEAR_REACTIONS: &str = "DELETE FROM reactions WHERE room = ?1 AND seq = ?2";
+const ADD_REACTION: &str =
+    "INSERT INTO reactions (room, seq, emoji, user_name) VALUES (?1, ?2, ?3, ?4)";
+/// A deleted message's edits lose their bodies too.
+const CLEAR_EDITS: &str = "UPDATE messages SET body = '', enriched = ?3 \
+     WHERE room = ?1 AND target = ?2 AND kind = 'edit'";
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -151,16 +168,39 @@ impl SqliteStore {
             limit,
         } = page;
         let room = room.as_str().to_owned();
-        let raw = self
-            .reader()
+        self.reader()
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(if newer { AFTER } else { BEFORE })?;
                 let rows = stmt.query_map(rusqlite::params![room, seq, limit], raw)?;
-                rows.collect::<Result<Vec<_>, _>>()
+                let rows = rows.collect::<Result<Vec<_>, _>>()?;
+                let mut messages = decode_all(rows)?;
+                with_reactions(conn, &room, &mut messages)?;
+                Ok::<_, Error>(messages)
             })
-            .await??;
-        raw.into_iter().map(RawMessage::decode).collect()
+            .await?
     }
+}
+
+fn decode_all(rows: Vec<RawMessage>) -> Result<Vec<StoredMessage>, Error> {
+    rows.into_iter().map(RawMessage::decode).collect()
+}
+
+/// Fills in the reactions of a page of one room's messages.
+fn with_reactions(
+    conn: &Connection,
+    room: &str,
+    messages: &mut [StoredMessage],
+) -> Result<(), Error> {
+    let Some((lo, hi)) = seq_range(messages) else {
+        return Ok(());
+    };
+    let mut stmt = conn.prepare_cached(REACTIONS)?;
+    let rows = stmt
+        .query_map(rusqlite::params![room, lo, hi], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    attach_reactions(messages, rows)
 }
 
 /// The path in `sqlite://PATH` (or `sqlite:PATH`); creates its folder. A query string is
@@ -221,11 +261,13 @@ fn write(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Stored>, Err
     let mut last = lock_rooms(&tx, batch)?;
     let mut plan = Plan::new(batch);
     plan.found(find_stored(&tx, batch)?);
-    let fresh = plan.number(batch, &mut last);
+    let mut targets = Targets::new(read_targets(&tx, batch)?);
+    let numbered = plan.number(batch, &mut last, &mut targets);
     let now = Timestamp::now().as_millis();
     let mut insert = tx.prepare_cached(INSERT)?;
-    for &(i, seq) in &fresh {
+    for &(i, seq) in &numbered.fresh {
         let m = &batch[i];
+        let e = &m.event;
         let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
         insert.execute(rusqlite::params![
             m.room.as_str(),
@@ -237,16 +279,68 @@ fn write(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Stored>, Err
             enriched,
             now,
             m.trace,
+            e.kind.as_str(),
+            e.target.map(|t| t as i64),
+            e.reply_to.map(|t| t as i64),
+            e.emoji,
+            i64::from(e.remove),
+            i64::from(e.moderated),
         ])?;
     }
     drop(insert);
+    write_targets(&tx, &targets)?;
     let mut set = tx.prepare_cached(SET_COUNTER)?;
     for (room, seq) in plan::moved(&last) {
         set.execute(rusqlite::params![room, seq])?;
     }
     drop(set);
     tx.commit()?;
-    Ok(plan.outcomes(batch, fresh))
+    Ok(plan.outcomes(batch, numbered))
+}
+
+/// The latest state of every message the batch's events name.
+fn read_targets(tx: &Connection, batch: &[NewMessage]) -> Result<Vec<StoredMessage>, Error> {
+    let mut found = Vec::new();
+    for (room, seq) in events::target_keys(batch) {
+        let row = tx
+            .prepare_cached(GET)?
+            .query_row(rusqlite::params![room, seq], raw)
+            .optional()?;
+        if let Some(row) = row {
+            let mut one = [row.decode()?];
+            with_reactions(tx, room, &mut one)?;
+            found.extend(one);
+        }
+    }
+    Ok(found)
+}
+
+/// Writes the latest state of each target the batch changed.
+fn write_targets(tx: &Connection, targets: &Targets) -> Result<(), Error> {
+    for m in targets.changed() {
+        let (room, seq) = (m.room.as_str(), m.seq as i64);
+        let enriched = serde_json::to_string(&m.enriched).expect("enrichment serializes");
+        tx.prepare_cached(SET_STATE)?.execute(rusqlite::params![
+            room,
+            seq,
+            m.body,
+            enriched,
+            m.edited_at.map(Timestamp::as_millis),
+            i64::from(m.deleted),
+        ])?;
+        tx.prepare_cached(CLEAR_REACTIONS)?
+            .execute(rusqlite::params![room, seq])?;
+        let mut add = tx.prepare_cached(ADD_REACTION)?;
+        for (emoji, user) in events::reaction_rows(m) {
+            add.execute(rusqlite::params![room, seq, emoji, user])?;
+        }
+    }
+    let cleared = events::cleared_enrichment();
+    for (room, seq) in targets.deleted() {
+        tx.prepare_cached(CLEAR_EDITS)?
+            .execute(rusqlite::params![room, *seq as i64, cleared])?;
+    }
+    Ok(())
 }
 
 fn lock_rooms<'a>(tx: &Connection, batch: &'a [NewMessage]) -> Result<Counters<'a>, Error> {

@@ -128,6 +128,7 @@ async fn more_than_500_missing_replays_the_newest_500_and_says_truncated() {
             sent_at: shared::Timestamp::now(),
             enriched: Default::default(),
             trace: None,
+            event: Default::default(),
         })
         .collect();
     store.store_batch(&batch).await.unwrap();

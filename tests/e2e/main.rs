@@ -27,3 +27,4 @@ mod replies;
 mod scale_out;
 mod sqs;
 mod store_backends;
+mod store_events;

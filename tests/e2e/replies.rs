@@ -56,6 +56,7 @@ async fn seed(g: &TestGateway, room: &str, bodies: &[String]) {
             sent_at: Timestamp::now(),
             enriched: Default::default(),
             trace: None,
+            event: Default::default(),
         })
         .collect();
     g.store().await.store_batch(&batch).await.unwrap();

@@ -16,6 +16,7 @@ fn msg(room: &str, from: &str, id: &str) -> NewMessage {
         sent_at: Timestamp::now(),
         enriched: Default::default(),
         trace: None,
+        event: Default::default(),
     }
 }
 

@@ -9,12 +9,11 @@ use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
 use queue::{Consume, Consumer, Delivery, DeliveryBus, Queue, Settled};
-use shared::message::check_body;
 use shared::shutdown::{Shutdown, backoff};
-use shared::{Envelope, StoredMessage};
+use shared::{Enriched, Envelope, EventKind, StoredMessage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{NewMessage, Store, Stored};
+use store::{EventFields, NewMessage, Store, Stored};
 use tracing::{debug, error, info, warn};
 
 const OUTAGE_BASE: Duration = Duration::from_millis(100);
@@ -229,9 +228,14 @@ impl Worker {
     fn prepare(&self, d: &Delivery) -> Result<NewMessage, String> {
         let env =
             Envelope::from_json(&d.payload).map_err(|e| format!("malformed envelope: {e}"))?;
-        check_body(&env.body).map_err(|e| format!("invalid envelope body: {e}"))?;
-        let (body, enriched) = self.enrich.run(&env.body);
-        debug!(trace = env.trace.as_deref().unwrap_or("-"), room = %env.room, id = %env.id, attempt = d.attempt, "message received");
+        env.check()?;
+        // Messages and edits are enriched (an edit again, from its new text); deletes and
+        // reactions carry no text.
+        let (body, enriched) = match env.kind {
+            EventKind::Message | EventKind::Edit => self.enrich.run(&env.body),
+            EventKind::Delete | EventKind::Reaction => (String::new(), Enriched::default()),
+        };
+        debug!(trace = env.trace.as_deref().unwrap_or("-"), room = %env.room, id = %env.id, kind = env.kind.as_str(), attempt = d.attempt, "message received");
         Ok(NewMessage {
             room: env.room,
             id: env.id,
@@ -240,6 +244,14 @@ impl Worker {
             sent_at: env.sent_at,
             enriched,
             trace: env.trace,
+            event: EventFields {
+                kind: env.kind,
+                target: env.target,
+                reply_to: env.reply_to,
+                emoji: env.emoji,
+                remove: env.remove,
+                moderated: env.moderated,
+            },
         })
     }
 
@@ -287,18 +299,26 @@ impl Worker {
     ) {
         let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
         for s in stored {
-            let m = s.message();
-            debug!(trace = m.trace.as_deref().unwrap_or("-"), room = %m.room, id = %m.id, seq = m.seq, new = matches!(s, Stored::New(_)), "message stored");
-            let kind = if matches!(s, Stored::New(_)) {
-                "stored"
-            } else {
-                "duplicate"
+            let outcome = match &s {
+                Stored::New(_) => "stored",
+                Stored::Duplicate(_) => "duplicate",
+                Stored::Refused(why) => {
+                    // Acked by the gateway, which checked the target before: only a race
+                    // (a delete that overtook an edit) or another writer gets here.
+                    info!(reason = %why, "an event its target does not allow is dropped");
+                    "refused"
+                }
             };
-            metrics::counter!("courier_worker_messages_total", "outcome" => kind).increment(1);
-            messages.push(Arc::new(s.into_message()));
+            metrics::counter!("courier_worker_messages_total", "outcome" => outcome).increment(1);
+            if let Some(m) = s.into_message() {
+                debug!(trace = m.trace.as_deref().unwrap_or("-"), room = %m.room, id = %m.id, seq = m.seq, new = outcome == "stored", "message stored");
+                messages.push(Arc::new(m));
+            }
         }
         let mut failures = 0;
-        while let Err(e) = self.bus.fan_out(&messages).await {
+        while !messages.is_empty()
+            && let Err(e) = self.bus.fan_out(&messages).await
+        {
             warn!(error = %e, "fan-out failed; retrying (messages are stored)");
             if !shutdown
                 .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
