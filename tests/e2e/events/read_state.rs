@@ -51,11 +51,19 @@ async fn read_frames(c: &mut Client) -> Vec<Value> {
 async fn two_devices(site: &Site) {
     let room = fresh_room("unread");
     let (mut phone, joined) = site.member(0, "alice", &room).await;
-    assert_eq!((joined["read"].as_u64(), joined["unread"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (joined["read"].as_u64(), joined["unread"].as_u64()),
+        (Some(0), Some(0))
+    );
     let (mut laptop, _) = site.member(1, "alice", &room).await;
     let (mut bob, _) = site.member(0, "bob", &room).await;
     // 1..=6: bob, bob, bob, bob, alice, bob.
-    let bodies = ["Price: $19.99 🛒", "Цена: 1 499 ₽", "価格は¥2,980です", "🍕🍕 at 20:00?"];
+    let bodies = [
+        "Price: $19.99 🛒",
+        "Цена: 1 499 ₽",
+        "価格は¥2,980です",
+        "🍕🍕 at 20:00?",
+    ];
     for (i, body) in bodies.iter().enumerate() {
         acked(&bob.say(&room, &format!("b-{i}"), body).await);
     }
@@ -66,37 +74,62 @@ async fn two_devices(site: &Site) {
     assert_eq!(r["seq"], 2);
     assert_eq!(r["unread"], 3, "b-2, b-3, b-4; a-1 is alice's own: {r}");
     let other = timeout(Duration::from_secs(5), laptop.recv_type("read")).await;
-    assert_eq!(other.expect("the other device hears of it"), read_frame(&room, 2, 3));
+    assert_eq!(
+        other.expect("the other device hears of it"),
+        read_frame(&room, 2, 3)
+    );
     // A deleted message no longer counts; an edit, a reaction and a reply are not messages
     // to read (the reply is: it is bob's).
     acked(&ask(&mut bob, delete(&room, "d-1", 3)).await);
     acked(&ask(&mut bob, edit(&room, "e-1", 4, "🍕🍕 at 20:30?")).await);
     acked(&ask(&mut phone, react(&room, "r-1", 4, "🍕", false)).await);
-    let reply = json!({"type":"send","room":room,"id":"b-5","body":"Deal: 2 × 9,50 €","reply_to":4});
+    let reply =
+        json!({"type":"send","room":room,"id":"b-5","body":"Deal: 2 × 9,50 €","reply_to":4});
     acked(&ask(&mut bob, reply).await);
     assert_eq!(seq(&entry(&mut phone, &room, "b-5").await), 10);
-    assert_eq!(joined_state(site, 1, "alice", &room).await, (2, 3), "b-3 gone, b-5 new");
+    assert_eq!(
+        joined_state(site, 1, "alice", &room).await,
+        (2, 3),
+        "b-3 gone, b-5 new"
+    );
     // Behind the cursor: it stays, and nobody is told anything.
     let r = read(&mut laptop, &room, 1).await;
-    assert_eq!(r, json!({"type":"read","room":room,"seq":2,"unread":3,"ref":r["ref"]}));
-    assert!(read_frames(&mut phone).await.is_empty(), "a cursor that did not move");
+    assert_eq!(
+        r,
+        json!({"type":"read","room":room,"seq":2,"unread":3,"ref":r["ref"]})
+    );
+    assert!(
+        read_frames(&mut phone).await.is_empty(),
+        "a cursor that did not move"
+    );
     // Beyond the head: clamped to it.
     let r = read(&mut laptop, &room, 1_000).await;
-    assert_eq!((r["seq"].as_u64(), r["unread"].as_u64()), (Some(10), Some(0)));
+    assert_eq!(
+        (r["seq"].as_u64(), r["unread"].as_u64()),
+        (Some(10), Some(0))
+    );
     let other = timeout(Duration::from_secs(5), phone.recv_type("read")).await;
     assert_eq!(other.expect("relayed"), read_frame(&room, 10, 0));
     acked(&bob.say(&room, "b-6", "Gute Nacht 🌙").await);
     entry(&mut phone, &room, "b-6").await;
     assert_eq!(joined_state(site, 0, "alice", &room).await, (10, 1));
-    assert_eq!(joined_state(site, 1, "bob", &room).await, (0, 1), "a-1 is bob's only unread");
+    assert_eq!(
+        joined_state(site, 1, "bob", &room).await,
+        (0, 1),
+        "a-1 is bob's only unread"
+    );
     seen_by(&mut bob, &room).await;
 }
 
 /// Bob sees how far alice read: from `reads`, and from the coalesced frames.
 async fn seen_by(bob: &mut Client, room: &str) {
-    bob.send(json!({"type":"reads","room":room,"ref":"sb"})).await;
+    bob.send(json!({"type":"reads","room":room,"ref":"sb"}))
+        .await;
     let reads = bob.recv_where(|v| v["ref"] == "sb").await;
-    assert_eq!(reads, json!({"type":"reads","room":room,"reads":{"alice":10},"ref":"sb"}));
+    assert_eq!(
+        reads,
+        json!({"type":"reads","room":room,"reads":{"alice":10},"ref":"sb"})
+    );
     // Live: within a throttle period (1 s) of the move, alice at 10 at last.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
