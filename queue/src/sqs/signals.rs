@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 pub(super) struct Inbox(std::sync::Mutex<Option<mpsc::Sender<Signal>>>);
 
 impl Inbox {
-    /// Takes the signals of a body that holds some; false when it holds none.
+    /// Takes the signals of a body that holds some; false when it holds none. Each
+    /// signal is read on its own, so one of a kind this version does not know (a newer
+    /// gateway's, during a roll) is dropped alone, not with the body's others.
     pub(super) fn take(&self, payload: &[u8]) -> bool {
         #[derive(serde::Deserialize)]
         struct Packed {
-            signals: Vec<Signal>,
+            signals: Vec<serde_json::Value>,
         }
         let Ok(packed) = serde_json::from_slice::<Packed>(payload) else {
             return false;
@@ -30,7 +32,15 @@ impl Inbox {
         let Some(tx) = lock(&self.0).clone() else {
             return true; // no one listens here: dropped, as a broker would
         };
-        for s in packed.signals {
+        let known = packed.signals.into_iter().filter_map(|v| {
+            let s = serde_json::from_value::<Signal>(v).ok();
+            if s.is_none() {
+                metrics::counter!("courier_signal_lane_errors_total", "op" => "decode")
+                    .increment(1);
+            }
+            s
+        });
+        for s in known {
             // Full: dropped; the next snapshot heals presence.
             if tx.try_send(s).is_err() {
                 metrics::counter!("courier_signal_lane_errors_total", "op" => "overflow")
@@ -163,5 +173,12 @@ mod tests {
         assert!(inbox.take(bodies[0].text.as_bytes()));
         assert_eq!(rx.try_recv().unwrap(), signals[0]);
         assert_eq!(rx.try_recv().unwrap(), signals[1]);
+        let text =
+            bodies[0]
+                .text
+                .replacen(r#""signal":"read""#, r#""signal":"from_the_future""#, 1);
+        assert!(inbox.take(text.as_bytes()));
+        assert_eq!(rx.try_recv().unwrap(), signals[0]);
+        assert!(rx.try_recv().is_err(), "the unknown one alone is dropped");
     }
 }
