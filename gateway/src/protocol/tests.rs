@@ -227,6 +227,10 @@ fn parses_the_log_event_commands() {
         cmd(r#"{"type":"reads","room":"lobby"}"#),
         Command::Reads { room: lobby() }
     );
+}
+
+#[test]
+fn the_new_commands_are_counted_by_type() {
     for (frame, kind) in [
         (
             r#"{"type":"edit","room":"a","id":"e","target":1,"body":"x"}"#,

@@ -231,6 +231,12 @@ async fn refusals(site: &Site) {
             json!({"type":"send","room":room,"id":format!("m-to-{to}"),"body":"re","reply_to":to});
         refused(&ask(&mut alice, send).await, "bad_request");
     }
+    after_the_delete(site, &room, s1, alice, bob).await;
+}
+
+/// Once message `s1` is deleted, nothing more may change it.
+async fn after_the_delete(site: &Site, room: &str, s1: u64, mut alice: Client, mut bob: Client) {
+    let room = room.to_owned();
     acked(&ask(&mut alice, delete(&room, "d-1", s1)).await);
     entry(&mut bob, &room, "d-1").await;
     refused(

@@ -78,8 +78,16 @@ async fn two_devices(site: &Site) {
         other.expect("the other device hears of it"),
         read_frame(&room, 2, 3)
     );
-    // A deleted message no longer counts; an edit, a reaction and a reply are not messages
-    // to read (the reply is: it is bob's).
+    later_changes(site, &room, [phone, laptop, bob]).await;
+}
+
+/// After alice read up to 2 on her phone: bob's delete, edit and reply, alice's
+/// reaction, and reads from the laptop behind and beyond the head.
+async fn later_changes(site: &Site, room: &str, clients: [Client; 3]) {
+    let [mut phone, mut laptop, mut bob] = clients;
+    let room = room.to_owned();
+    // A deleted message no longer counts, edits and reactions never do, and a reply is a
+    // message like any other.
     acked(&ask(&mut bob, delete(&room, "d-1", 3)).await);
     acked(&ask(&mut bob, edit(&room, "e-1", 4, "🍕🍕 at 20:30?")).await);
     acked(&ask(&mut phone, react(&room, "r-1", 4, "🍕", false)).await);
