@@ -285,6 +285,14 @@ async fn repeated_ids(site: &Site) {
     // still acked (the store keeps the first).
     entry(&mut bob, &room, "d-1").await;
     acked(&ask(&mut alice, delete(&room, "d-1", s1)).await);
+    // So is a retry of the edit and of the reaction, whose target is deleted now; a new
+    // change of the deleted message is refused.
+    acked(&ask(&mut alice, edit(&room, "e-1", s1, fixed)).await);
+    acked(&ask(&mut bob, react(&room, "r-1", s1, "❤️", false)).await);
+    refused(
+        &ask(&mut alice, delete(&room, "d-2", s1)).await,
+        "bad_request",
+    );
     acked(&alice.say(&room, "m-end", "done ✅").await);
     let log = log_until(&mut bob, &room, "m-end").await;
     let ids: Vec<&str> = log.iter().map(|v| v["id"].as_str().unwrap()).collect();
