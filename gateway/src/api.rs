@@ -1,5 +1,5 @@
-//! The HTTP API: post a message as a backend, read a room's messages (room settings:
-//! `rooms_api`).
+//! The HTTP API: post a message as a backend, read a room's messages, delete one as the
+//! operator (moderation); room settings: `rooms_api`.
 
 use crate::app::App;
 use crate::auth::{bearer, same_secret};
@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use shared::event::EventKind;
 use shared::message::check_body;
 use shared::{ClientMsgId, RoomId, UserId};
 use std::collections::HashMap;
@@ -47,7 +48,8 @@ fn string_field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     }
 }
 
-/// `POST /api/rooms/{room}/messages` with `{"id","from","body"}`: 202 once on the queue.
+/// `POST /api/rooms/{room}/messages` with `{"id","from","body"}` and optionally
+/// `"reply_to":S` (a seq of the room): 202 once on the queue.
 pub async fn post_message(
     State(app): State<Arc<App>>,
     Path(raw_room): Path<String>,
@@ -69,11 +71,84 @@ pub async fn post_message(
         .map_err(|_| ApiError::bad_request("from must match [A-Za-z0-9_.:-]{1,64}"))?;
     let text = string_field(&v, "body")?;
     check_body(text).map_err(CommandError::from)?;
-    app.publish(room.clone(), from, id.clone(), text.to_owned())
-        .await?;
+    let reply_to = reply_to(&app, &room, &v).await?;
+    let mut env = app.envelope(room.clone(), from, id.clone(), text.to_owned());
+    env.reply_to = reply_to;
+    app.publish(env).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "room": room, "id": id })),
+    ))
+}
+
+/// The optional `reply_to` of a posted message: a seq of the room, 1 to its head.
+async fn reply_to(app: &App, room: &RoomId, v: &Value) -> Result<Option<u64>, ApiError> {
+    let to = match v.get("reply_to") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(n) => n.as_u64().ok_or_else(|| {
+            ApiError::bad_request("reply_to must be a seq of the room (a positive integer)")
+        })?,
+    };
+    let head = app
+        .store
+        .head(room)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    if !(1..=head).contains(&to) {
+        return Err(ApiError::bad_request(format!(
+            "reply_to {to} is not a message of {room} (its seqs are 1 to {head})"
+        )));
+    }
+    Ok(Some(to))
+}
+
+/// `DELETE /api/rooms/{room}/messages/{seq}`: the operator takes message `seq` back
+/// (moderation), whoever wrote it. 202 `{"room","seq","id"}` once the delete event is on
+/// the queue (`id`: the event's, `op-` and a UUID); it then flows as a client's delete,
+/// with `from` the message's author and `"moderated":true`. 404 when the room has no
+/// such seq; 400 when it is not a message (an event) or is deleted already.
+pub async fn delete_message(
+    State(app): State<Arc<App>>,
+    Path((raw_room, raw_seq)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&app, &headers)?;
+    let room = room(&raw_room)?;
+    let seq: u64 = raw_seq
+        .parse()
+        .map_err(|_| ApiError::bad_request("seq must be a non-negative integer"))?;
+    let target = app
+        .store
+        .message(&room, seq)
+        .await
+        .map_err(|e| ApiError::store(&e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                format!("{room} has no message {seq}"),
+            )
+        })?;
+    if !target.kind.is_message() {
+        return Err(ApiError::bad_request(format!(
+            "seq {seq} is a {}, not a message",
+            target.kind.as_str()
+        )));
+    }
+    if target.deleted {
+        return Err(ApiError::bad_request(format!("message {seq} was deleted")));
+    }
+    let id = ClientMsgId::parse(&format!("op-{}", uuid::Uuid::new_v4()))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut env = app.envelope(room.clone(), target.from, id.clone(), String::new());
+    env.kind = EventKind::Delete;
+    env.target = Some(seq);
+    env.moderated = true;
+    app.publish(env).await?;
+    tracing::info!(%room, seq, %id, "message deleted through the HTTP API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "room": room, "seq": seq, "id": id })),
     ))
 }
 

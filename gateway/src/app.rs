@@ -38,31 +38,32 @@ pub struct App {
 }
 
 impl App {
-    /// Puts one message on the ingest queue; `Ok` only once the queue confirmed it.
-    /// A refusal, an error or no confirmation in time is `unavailable`: retry with the same id.
-    pub async fn publish(
-        &self,
-        room: RoomId,
-        from: UserId,
-        id: ClientMsgId,
-        body: String,
-    ) -> Result<(), CommandError> {
-        let env = Envelope::message(room, from, id, body, self.gateway.clone());
+    /// A plain message's envelope from this gateway (`Envelope::message`); a caller sets
+    /// the event fields (kind, target, emoji, ...) on it before [`App::publish`].
+    pub fn envelope(&self, room: RoomId, from: UserId, id: ClientMsgId, body: String) -> Envelope {
+        Envelope::message(room, from, id, body, self.gateway.clone())
+    }
+
+    /// Puts one log entry (a message, an edit, a delete or a reaction) on the ingest
+    /// queue; `Ok` only once the queue confirmed it. A refusal, an error or no
+    /// confirmation in time is `unavailable`: retry with the same id.
+    pub async fn publish(&self, env: Envelope) -> Result<(), CommandError> {
         let trace = env.trace.as_deref().unwrap_or_default();
         let started = Instant::now();
         let limit = self.config.limits.publish_timeout();
         let result =
             tokio::time::timeout(limit, self.publish.publish(&env.key(), env.to_json())).await;
         metrics::histogram!("courier_publish_seconds").record(started.elapsed().as_secs_f64());
+        let kind = env.kind.as_str();
         let reason = match result {
             Ok(Ok(())) => {
-                tracing::debug!(trace, room = %env.room, id = %env.id, from = %env.from, "message published");
+                tracing::debug!(trace, room = %env.room, id = %env.id, from = %env.from, kind, "message published");
                 return Ok(());
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no confirmation within {} ms", limit.as_millis()),
         };
-        tracing::warn!(trace, room = %env.room, id = %env.id, %reason, "publish failed");
+        tracing::warn!(trace, room = %env.room, id = %env.id, kind, %reason, "publish failed");
         metrics::counter!("courier_publish_failures_total").increment(1);
         Err(CommandError::new(
             ErrorCode::Unavailable,

@@ -180,7 +180,7 @@ impl Limits {
     }
 }
 
-/// Presence and typing (the signal lane between gateways).
+/// Presence, typing and read cursors (the signal lane between gateways).
 #[derive(Clone, Debug, clap::Args)]
 pub struct PresenceSettings {
     /// Users per room that presence tracks, on this gateway and of each other gateway:
@@ -205,6 +205,13 @@ pub struct PresenceSettings {
     /// queue); beyond it they are dropped, and the next snapshot heals presence.
     #[arg(long, env = "SIGNAL_BUFFER", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub signal_buffer: u32,
+
+    /// How often a room's members get a `reads` frame with the read cursors that moved
+    /// ("seen by"), in ms: cursors moved meanwhile are coalesced into one frame per room,
+    /// so a room where many read at once costs each member at most one frame per period.
+    /// A user's own other connections get their `read` frame at once, not throttled.
+    #[arg(long, env = "READS_THROTTLE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub reads_throttle_ms: u64,
 }
 
 impl PresenceSettings {
@@ -214,6 +221,10 @@ impl PresenceSettings {
 
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.presence_ttl_ms)
+    }
+
+    pub fn reads_throttle(&self) -> Duration {
+        Duration::from_millis(self.reads_throttle_ms)
     }
 
     fn validate(&self) -> Result<(), String> {

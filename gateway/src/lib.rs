@@ -26,7 +26,7 @@ pub use error::Error;
 use app::App;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use hub::Hub;
 use queue::{Admin, FeedEvent, QueueConfig};
 use serve::ServeLimits;
@@ -244,6 +244,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/rooms/{room}",
             put(rooms_api::put_room).get(rooms_api::get_room),
+        )
+        .route(
+            "/api/rooms/{room}/messages/{seq}",
+            delete(api::delete_message),
         )
         .route("/api/rooms/{room}/presence", get(rooms_api::get_presence))
         .route(

@@ -1,6 +1,7 @@
-//! The signal lane: ephemeral gateway-to-gateway signals (presence and typing) beside the
-//! delivery bus. Nothing on it is durable, confirmed end to end or retried: a signal lost
-//! is healed by the next presence snapshot, and a typing signal lost is just not shown.
+//! The signal lane: ephemeral gateway-to-gateway signals (presence, typing, read cursors)
+//! beside the delivery bus. Nothing on it is durable, confirmed end to end or retried: a
+//! signal lost is healed by the next presence snapshot, a typing signal lost is just not
+//! shown, and a read cursor lost is read from the store at the next `join` or `reads`.
 //! It never touches the ingest queue or the store.
 //!
 //! One implementation per backend: in-process channels ([`MemorySignals`], for the
@@ -44,6 +45,14 @@ pub enum SignalKind {
     Offline { room: RoomId, user: UserId },
     /// `user` is typing in `room` (already throttled by the sender).
     Typing { room: RoomId, user: UserId },
+    /// `user`'s read cursor in `room` is now `cursor` (stored already), with `unread`
+    /// messages after it: for the user's other connections, and the room's `reads`.
+    Read {
+        room: RoomId,
+        user: UserId,
+        cursor: u64,
+        unread: u64,
+    },
     /// The gateway is stopping: forget everything it said.
     Gone,
 }
@@ -167,9 +176,26 @@ mod tests {
                 complete: true,
             },
         };
+        let read = Signal {
+            gateway: gw("gw-3"),
+            seq: 5,
+            kind: SignalKind::Read {
+                room: RoomId::parse("dm:alice:bob").unwrap(),
+                user: UserId::parse("bob").unwrap(),
+                cursor: 43,
+                unread: 2,
+            },
+        };
+        let json = String::from_utf8(read.encode().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"gateway":"gw-3","seq":5,"signal":"read","room":"dm:alice:bob","user":"bob","cursor":43,"unread":2}"#,
+            "the cursor is not the signal's own seq"
+        );
         for s in [
             typing(1),
             snap,
+            read,
             Signal {
                 gateway: gw("g"),
                 seq: 3,

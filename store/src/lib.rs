@@ -60,6 +60,8 @@ const GET: &str = concat!(
 const REACTIONS: &str = "SELECT seq, emoji, user_name FROM reactions \
      WHERE room = $1 AND seq >= $2 AND seq <= $3";
 const HEAD: &str = "SELECT last_seq FROM room_seq WHERE room = $1";
+const SEQ_OF_KEY: &str =
+    "SELECT seq FROM messages WHERE room = $1 AND sender = $2 AND client_id = $3";
 
 /// What a log entry is besides its text: a message (the default) or an event that
 /// changes message `target`, and a message's `reply_to`.
@@ -280,6 +282,41 @@ impl Store {
             Backend::Sqlite(s) => s.page(page).await,
             Backend::Postgres(p) => p.page(page).await,
         }
+    }
+
+    /// The seq stored under (room, from, id), if any: a command repeated after a lost ack
+    /// is answered without checking it again.
+    pub async fn seq_of(
+        &self,
+        room: &RoomId,
+        from: &UserId,
+        id: &ClientMsgId,
+    ) -> Result<Option<u64>, Error> {
+        let key = [room.as_str(), from.as_str(), id.as_str()].map(str::to_owned);
+        let seq: Option<i64> = match &self.backend {
+            Backend::Sqlite(s) => {
+                s.read(move |c| {
+                    use shared::sqlite::rusqlite::OptionalExtension;
+                    c.prepare_cached(SEQ_OF_KEY)?
+                        .query_row(key, |r| r.get(0))
+                        .optional()
+                })
+                .await?
+            }
+            Backend::Postgres(p) => {
+                use sqlx::Row;
+                let [room, from, id] = key;
+                sqlx::query(SEQ_OF_KEY)
+                    .bind(room)
+                    .bind(from)
+                    .bind(id)
+                    .fetch_optional(p.pool())
+                    .await?
+                    .map(|r| r.try_get(0))
+                    .transpose()?
+            }
+        };
+        Ok(seq.map(|s| s.max(0) as u64))
     }
 
     /// The log entry `seq` of a room in its latest state (edited, deleted, reactions);

@@ -10,6 +10,7 @@ mod browser;
 mod crash;
 mod docs;
 mod edge;
+mod events;
 mod exhaustion;
 mod failures;
 mod http;

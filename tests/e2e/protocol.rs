@@ -29,7 +29,7 @@ async fn join_answers_joined_with_head_and_again_when_repeated() {
     let j = a.recv().await;
     assert_eq!(
         j,
-        json!({"type":"joined","room":"lobby","head":0,"ref":"j1"})
+        json!({"type":"joined","room":"lobby","head":0,"read":0,"unread":0,"ref":"j1"})
     );
     assert_eq!(a.say("lobby", "c-1", "first").await["type"], "ack");
     a.message("lobby").await;

@@ -1,7 +1,7 @@
 //! Presence and typing across gateways (issue 13): who has a connection in a room on any
-//! gateway, `member` events when that changes, and `typing` relayed to the other members.
-//! None of it touches the ingest queue or the store: it travels on the signal lane
-//! ([`queue::SignalLane`]) beside the delivery bus.
+//! gateway, `member` events when that changes, and `typing` relayed to the other members;
+//! and moved read cursors (issue 14, [`reads`]). None of it touches the ingest queue: it
+//! travels on the signal lane ([`queue::SignalLane`]) beside the delivery bus.
 //!
 //! Each gateway tells the others when a user's first connection here joins a room or
 //! their last one leaves (deltas), and every `PRESENCE_SNAPSHOT_MS` all its rooms and
@@ -9,10 +9,12 @@
 //! `PRESENCE_TTL_MS` after it last said it, so a gateway killed without a word has its
 //! users go offline everywhere else within that. The state itself is [`state`].
 
+mod reads;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use reads::ReadRelay;
 pub use state::{Change, Local, PresenceState, TYPING_EVERY};
 
 use crate::config::PresenceSettings;
@@ -49,6 +51,8 @@ pub struct Presence {
     lane: Arc<dyn SignalLane>,
     /// Ends the publisher, after the graceful stop's last deltas.
     stop_publishing: Mutex<Option<Trigger>>,
+    /// Moved read cursors: to the user's other connections, and `reads` frames.
+    reads: Arc<ReadRelay>,
 }
 
 impl Membership for Presence {
@@ -98,6 +102,7 @@ impl Presence {
             snapshot_now: Notify::new(),
             lane,
             stop_publishing: Mutex::new(Some(stop)),
+            reads: Arc::new(ReadRelay::new(settings.reads_throttle())),
         });
         hub.observe(presence.clone());
         // A first (empty) snapshot: the other gateways hear of this one and answer with
@@ -109,6 +114,7 @@ impl Presence {
             settings.snapshot_every(),
             publishing,
         ));
+        tokio::spawn(presence.reads.clone().run(hub.clone(), shutdown.clone()));
         tokio::spawn(receive(
             presence.clone(),
             incoming,
@@ -157,6 +163,31 @@ impl Presence {
         let kind = SignalKind::Typing {
             room: room.clone(),
             user: user.clone(),
+        };
+        if self.outgoing.try_send(kind).is_err() {
+            metrics::counter!("courier_signal_lane_errors_total", "op" => "overflow").increment(1);
+        }
+    }
+
+    /// `user`'s read cursor in `room` moved to `cursor` (stored) through connection
+    /// `conn` here: their other connections, here and on the other gateways, get the
+    /// `read` frame, and the room's members the cursor in their next `reads` frame.
+    pub fn read(
+        &self,
+        hub: &Hub,
+        room: &RoomId,
+        user: &UserId,
+        conn: ConnId,
+        cursor: u64,
+        unread: u64,
+    ) {
+        self.reads
+            .moved(hub, room, user, cursor, unread, Some(conn));
+        let kind = SignalKind::Read {
+            room: room.clone(),
+            user: user.clone(),
+            cursor,
+            unread,
         };
         if self.outgoing.try_send(kind).is_err() {
             metrics::counter!("courier_signal_lane_errors_total", "op" => "overflow").increment(1);
@@ -340,6 +371,16 @@ async fn receive(
 }
 
 fn apply(p: &Presence, hub: &Hub, s: Signal, now: Instant) {
+    if let SignalKind::Read {
+        room,
+        user,
+        cursor,
+        unread,
+    } = &s.kind
+    {
+        p.reads.moved(hub, room, user, *cursor, *unread, None);
+        return;
+    }
     if let SignalKind::Typing { room, user } = &s.kind {
         if lock(&p.state).typing_allowed(room, user, Some(&s.gateway), now) {
             relay_typing(hub, room, user);

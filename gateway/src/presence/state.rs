@@ -146,8 +146,8 @@ impl PresenceState {
         }
     }
 
-    /// Applies another gateway's signal (its own are ignored); typing is not presence
-    /// (see [`PresenceState::typing_allowed`]).
+    /// Applies another gateway's signal (its own are ignored); typing and read cursors
+    /// are not presence (see [`PresenceState::typing_allowed`] and `reads`).
     pub fn apply(&mut self, signal: Signal, now: Instant) -> Vec<Change> {
         if signal.gateway == self.me {
             return Vec::new();
@@ -165,7 +165,7 @@ impl PresenceState {
                     r.users.into_iter().map(move |u| (room.clone(), u, true))
                 }))
             }
-            SignalKind::Typing { .. } => Vec::new(),
+            SignalKind::Typing { .. } | SignalKind::Read { .. } => Vec::new(),
         }
     }
 

@@ -165,14 +165,8 @@ where
                 Ok(())
             }
             Outbound::Joined(j) => {
-                let JoinedReply {
-                    room,
-                    head,
-                    since,
-                    reference,
-                } = *j;
                 // Boxed, like every store read here, to keep idle connections small.
-                Box::pin(self.joined(room, head, since, reference)).await
+                Box::pin(self.joined(*j)).await
             }
             Outbound::Left(l) => {
                 let LeftReply {
@@ -208,13 +202,15 @@ where
         }
     }
 
-    async fn joined(
-        &mut self,
-        room: RoomId,
-        head: u64,
-        since: Option<u64>,
-        reference: Option<String>,
-    ) -> Result<(), WriterExit> {
+    async fn joined(&mut self, j: JoinedReply) -> Result<(), WriterExit> {
+        let JoinedReply {
+            room,
+            head,
+            read,
+            unread,
+            since,
+            reference,
+        } = j;
         let (had, early) = match self.rooms.remove(&room) {
             Some(Cursor::Live(c)) => (Some(c), Vec::new()),
             Some(Cursor::Joining(early)) => (None, early),
@@ -232,6 +228,8 @@ where
         let ev = ServerEvent::Joined {
             room: &room,
             head,
+            read,
+            unread,
             truncated,
             reference: reference.as_deref(),
         };

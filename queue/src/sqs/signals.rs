@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 pub(super) struct Inbox(std::sync::Mutex<Option<mpsc::Sender<Signal>>>);
 
 impl Inbox {
-    /// Takes the signals of a body that holds some; false when it holds none.
+    /// Takes the signals of a body that holds some; false when it holds none. Each
+    /// signal is read on its own, so one of a kind this version does not know (a newer
+    /// gateway's, during a roll) is dropped alone, not with the body's others.
     pub(super) fn take(&self, payload: &[u8]) -> bool {
         #[derive(serde::Deserialize)]
         struct Packed {
-            signals: Vec<Signal>,
+            signals: Vec<serde_json::Value>,
         }
         let Ok(packed) = serde_json::from_slice::<Packed>(payload) else {
             return false;
@@ -30,7 +32,15 @@ impl Inbox {
         let Some(tx) = lock(&self.0).clone() else {
             return true; // no one listens here: dropped, as a broker would
         };
-        for s in packed.signals {
+        let known = packed.signals.into_iter().filter_map(|v| {
+            let s = serde_json::from_value::<Signal>(v).ok();
+            if s.is_none() {
+                metrics::counter!("courier_signal_lane_errors_total", "op" => "decode")
+                    .increment(1);
+            }
+            s
+        });
+        for s in known {
             // Full: dropped; the next snapshot heals presence.
             if tx.try_send(s).is_err() {
                 metrics::counter!("courier_signal_lane_errors_total", "op" => "overflow")
@@ -128,5 +138,47 @@ mod tests {
         }
         assert_eq!(seqs, (0..5000).collect::<Vec<_>>());
         assert!(!inbox.take(br#"{"room_changed":"lobby"}"#));
+    }
+
+    #[test]
+    fn a_read_cursor_rides_beside_typing_in_one_body() {
+        let gw = GatewayId::from_string("gw-2".into());
+        let room = RoomId::parse("team-7:general").unwrap();
+        let user = UserId::parse("zoe").unwrap();
+        let signals = vec![
+            Signal {
+                gateway: gw.clone(),
+                seq: 1,
+                kind: SignalKind::Typing {
+                    room: room.clone(),
+                    user: user.clone(),
+                },
+            },
+            Signal {
+                gateway: gw,
+                seq: 2,
+                kind: SignalKind::Read {
+                    room,
+                    user,
+                    cursor: 1_000_000,
+                    unread: 0,
+                },
+            },
+        ];
+        let bodies = pack(&signals).unwrap();
+        assert_eq!(bodies.len(), 1);
+        let inbox = Inbox::default();
+        let (tx, mut rx) = mpsc::channel(8);
+        *lock(&inbox.0) = Some(tx);
+        assert!(inbox.take(bodies[0].text.as_bytes()));
+        assert_eq!(rx.try_recv().unwrap(), signals[0]);
+        assert_eq!(rx.try_recv().unwrap(), signals[1]);
+        let text =
+            bodies[0]
+                .text
+                .replacen(r#""signal":"read""#, r#""signal":"from_the_future""#, 1);
+        assert!(inbox.take(text.as_bytes()));
+        assert_eq!(rx.try_recv().unwrap(), signals[0]);
+        assert!(rx.try_recv().is_err(), "the unknown one alone is dropped");
     }
 }
