@@ -187,6 +187,7 @@ function fillQuote(q, room, seq) {
 function renderQuote(room, seq) {
   const q = el('div', 'quote');
   q.dataset.target = String(seq);
+  q.title = `In reply to message #${seq}`;
   fillQuote(q, room, seq);
   return q;
 }
