@@ -7,75 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CourierClient, RoomState, applyEvent, isMessage } from '../../../gateway/static/client.js';
-
-const flush = () => new Promise((r) => setImmediate(r));
-
-// ---- fakes: a clock and a WebSocket the test plays the gateway on ----------------------
-
-class Clock {
-  constructor() {
-    this.t = 0;
-    this.n = 0;
-    this.timers = new Map();
-    this.setTimeout = (fn, ms) => {
-      const id = ++this.n;
-      this.timers.set(id, { at: this.t + (ms || 0), fn, id });
-      return id;
-    };
-    this.clearTimeout = (id) => this.timers.delete(id);
-    this.now = () => this.t;
-  }
-
-  async advance(ms) {
-    const end = this.t + ms;
-    await flush();
-    for (;;) {
-      const due = [...this.timers.values()].filter((x) => x.at <= end).sort((a, b) => a.at - b.at || a.id - b.id)[0];
-      if (!due) break;
-      this.timers.delete(due.id);
-      this.t = due.at;
-      due.fn();
-      await flush();
-    }
-    this.t = end;
-  }
-}
-
-function fakeSockets() {
-  const sockets = [];
-  class FakeSocket {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      this.sent = [];
-      sockets.push(this);
-    }
-    send(text) {
-      if (this.readyState !== 1) throw new Error('send on a socket that is not open');
-      this.sent.push(JSON.parse(text));
-    }
-    close() {
-      this.readyState = 3;
-    }
-    accept(user = 'alice') {
-      this.readyState = 1;
-      this.push({ type: 'hello', user, session: 'sess', gateway: 'gw-test' });
-    }
-    push(frame) {
-      this.onmessage({ data: JSON.stringify(frame) });
-    }
-    drop(code = 1006) {
-      this.readyState = 3;
-      this.onclose({ code, reason: '' });
-    }
-    take(type) {
-      const out = this.sent.filter((f) => !type || f.type === type);
-      this.sent = this.sent.filter((f) => type && f.type !== type);
-      return out;
-    }
-  }
-  return { FakeSocket, sockets };
-}
+import { Clock, fakeSockets, flush } from '../fakes.mjs';
 
 function setup(options = {}) {
   const clock = new Clock();

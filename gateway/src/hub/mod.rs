@@ -365,4 +365,4 @@ impl Room {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

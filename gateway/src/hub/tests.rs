@@ -5,7 +5,8 @@ use super::*;
 use async_trait::async_trait;
 use shared::{ClientMsgId, Enriched, StoredMessage, Timestamp, UserId};
 
-struct NoBinding;
+/// A hub binding that binds nothing: for tests of what a hub does with its members.
+pub(crate) struct NoBinding;
 
 #[async_trait]
 impl RoomBinding for NoBinding {

@@ -136,22 +136,10 @@ fn room_signal(room: &RoomId, ev: ServerEvent<'_>) -> Arc<RoomSignal> {
 mod tests {
     use super::*;
     use crate::hub::Member;
-    use async_trait::async_trait;
-    use queue::{QueueError, RoomBinding};
     use std::sync::atomic::AtomicBool;
     use tokio::sync::mpsc;
 
-    struct NoBinding;
-
-    #[async_trait]
-    impl RoomBinding for NoBinding {
-        async fn bind(&self, _: &RoomId) -> Result<(), QueueError> {
-            Ok(())
-        }
-        async fn unbind(&self, _: &RoomId) -> Result<(), QueueError> {
-            Ok(())
-        }
-    }
+    use crate::hub::tests::NoBinding;
 
     fn room() -> RoomId {
         RoomId::parse("lobby").unwrap()
