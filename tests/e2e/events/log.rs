@@ -36,6 +36,19 @@ async fn rabbitmq_log_events_live_replayed_refused_and_idempotent() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
+async fn sqs_log_events_live_replayed_refused_and_idempotent() {
+    on_sqs(|site| async move {
+        everyone_sees_the_log(&site).await;
+        repeated_ids(&site).await;
+    })
+    .await;
+}
+
 /// The ids of the scenario's log entries, in the order they are sent.
 const LOG: [&str; 9] = [
     "m-1", "m-2", "m-3", "e-1", "r-1", "r-2", "r-3", "r-4", "d-1",

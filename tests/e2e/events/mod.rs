@@ -9,7 +9,7 @@ mod log;
 mod moderation;
 mod read_state;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::helpers::*;
 use crate::queue_contract::BROKER_FAULTS;
 use serde_json::{Value, json};
@@ -73,6 +73,22 @@ where
 {
     let _faults = BROKER_FAULTS.lock().await;
     let c = Cluster::start(2, 1, &[]).await;
+    let site = Site {
+        addrs: [c.addr(0), c.addr(1)],
+        db_url: c.db.url.clone(),
+    };
+    scenario(site).await;
+    c.destroy().await;
+}
+
+/// Runs `scenario` on two gateways and a worker on SQS (LocalStack) and PostgreSQL:
+/// another ingest path (FIFO groups) and another signal lane (the gateways' queues).
+pub async fn on_sqs<F, Fut>(scenario: F)
+where
+    F: FnOnce(Site) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let c = Cluster::start_on(Backend::Sqs, 2, 1, &[]).await;
     let site = Site {
         addrs: [c.addr(0), c.addr(1)],
         db_url: c.db.url.clone(),

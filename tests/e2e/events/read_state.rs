@@ -21,6 +21,15 @@ async fn rabbitmq_unread_counts_are_exact_across_two_devices_and_the_cursor_neve
     on_rabbitmq(|site| async move { two_devices(&site).await }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(feature = "sqs", feature = "postgres")),
+    ignore = "needs SQS (LocalStack) and PostgreSQL: --features courier-tests/sqs,courier-tests/postgres (scripts/test.sh)"
+)]
+async fn sqs_unread_counts_are_exact_across_two_devices_and_the_cursor_never_goes_back() {
+    on_sqs(|site| async move { two_devices(&site).await }).await;
+}
+
 /// Sends `read` and returns the reply.
 async fn read(c: &mut Client, room: &str, seq: u64) -> Value {
     let r = format!("rd-{}", unique_suffix());
