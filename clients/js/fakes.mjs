@@ -2,6 +2,8 @@
 // a WebSocket the test plays the gateway on. Not a test file itself (node --test would
 // run any .mjs under a test/ folder).
 
+import { CourierClient } from '../../gateway/static/client.js';
+
 /** Lets promise callbacks and queued jobs run. */
 export const flush = () => new Promise((r) => setImmediate(r));
 
@@ -77,4 +79,22 @@ export function fakeSockets() {
     }
   }
   return { FakeSocket, sockets };
+}
+
+/** A client for user `alice` over the fakes; `random` fixed for exact delays. */
+export function fakeClient(options = {}) {
+  const clock = new Clock();
+  const { FakeSocket, sockets } = fakeSockets();
+  const client = new CourierClient({
+    url: 'ws://gw.test/ws',
+    user: 'alice',
+    WebSocket: FakeSocket,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    now: clock.now,
+    random: () => 0,
+    idPrefix: 't',
+    ...options,
+  });
+  return { client, clock, sockets };
 }

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CourierClient, CourierError } from '../../../gateway/static/client.js';
-import { Clock, fakeSockets, flush } from '../fakes.mjs';
+import { fakeClient, flush } from '../fakes.mjs';
 
 function msg(room, seq, extra = {}) {
   return {
@@ -23,19 +23,7 @@ function msg(room, seq, extra = {}) {
 
 /** A client over fakes, recording what it delivers; `random` fixed for exact delays. */
 function setup(options = {}) {
-  const clock = new Clock();
-  const { FakeSocket, sockets } = fakeSockets();
-  const client = new CourierClient({
-    url: 'ws://gw.test/ws',
-    user: 'alice',
-    WebSocket: FakeSocket,
-    setTimeout: clock.setTimeout,
-    clearTimeout: clock.clearTimeout,
-    now: clock.now,
-    random: () => 0,
-    idPrefix: 't',
-    ...options,
-  });
+  const { client, clock, sockets } = fakeClient(options);
   const got = [];
   const states = [];
   const errors = [];

@@ -7,22 +7,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CourierClient, RoomState, applyEvent, isMessage } from '../../../gateway/static/client.js';
-import { Clock, fakeSockets, flush } from '../fakes.mjs';
+import { fakeClient, flush } from '../fakes.mjs';
 
 function setup(options = {}) {
-  const clock = new Clock();
-  const { FakeSocket, sockets } = fakeSockets();
-  const client = new CourierClient({
-    url: 'ws://gw.test/ws',
-    user: 'alice',
-    WebSocket: FakeSocket,
-    setTimeout: clock.setTimeout,
-    clearTimeout: clock.clearTimeout,
-    now: clock.now,
-    random: () => 0,
-    idPrefix: 't',
-    ...options,
-  });
+  const { client, clock, sockets } = fakeClient(options);
   const updates = [];
   const reads = [];
   const errors = [];
