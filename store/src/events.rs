@@ -19,6 +19,9 @@ pub(super) type TargetKey = (String, u64);
 /// the transaction and changed by the batch so far.
 #[derive(Default)]
 pub(super) struct Targets {
+    /// What the batch's events name: only those of the batch's new messages are kept
+    /// (a batch of plain messages keeps none).
+    named: BTreeSet<TargetKey>,
     states: BTreeMap<TargetKey, StoredMessage>,
     /// Targets an event of this batch changed: their rows (and reactions) are written.
     changed: BTreeSet<TargetKey>,
@@ -37,21 +40,32 @@ pub(super) fn target_keys(batch: &[NewMessage]) -> Vec<(&str, i64)> {
 }
 
 impl Targets {
-    /// Starts from the stored states of the targets (with their reactions).
-    pub(super) fn new(found: Vec<StoredMessage>) -> Self {
+    /// Starts from the stored states of the targets `batch` names (with their reactions).
+    pub(super) fn new(batch: &[NewMessage], found: Vec<StoredMessage>) -> Self {
+        let named = target_keys(batch)
+            .into_iter()
+            .map(|(room, seq)| (room.to_owned(), seq as u64))
+            .collect();
         let states = found
             .into_iter()
             .map(|m| ((m.room.as_str().to_owned(), m.seq), m))
             .collect();
         Self {
+            named,
             states,
             ..Self::default()
         }
     }
 
-    /// A message stored earlier in this batch, which a later event may name.
-    pub(super) fn add_new(&mut self, m: StoredMessage) {
-        self.states.insert((m.room.as_str().to_owned(), m.seq), m);
+    /// A message of this batch stored under `seq`: kept when a later event names it.
+    pub(super) fn add_new(&mut self, m: &NewMessage, seq: u64) {
+        if self.named.is_empty() {
+            return;
+        }
+        let key = (m.room.as_str().to_owned(), seq);
+        if self.named.contains(&key) {
+            self.states.insert(key, m.stored(seq));
+        }
     }
 
     /// Applies `event` when its target allows it; the refusal otherwise.

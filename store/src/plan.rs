@@ -65,10 +65,10 @@ impl<'a> Plan<'a> {
             let counter = last
                 .get_mut(m.room.as_str())
                 .expect("every room was locked");
-            let entry = m.stored((counter.1 + 1) as u64);
-            if entry.kind.is_message() {
-                targets.add_new(entry);
-            } else if let Err(why) = targets.apply(&entry) {
+            let seq = (counter.1 + 1) as u64;
+            if m.event.kind.is_message() {
+                targets.add_new(m, seq);
+            } else if let Err(why) = targets.apply(&m.stored(seq)) {
                 numbered.refused.push((i, why));
                 continue;
             }

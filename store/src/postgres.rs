@@ -119,7 +119,7 @@ async fn write(conn: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Stor
     let mut last = lock_rooms(&mut tx, batch).await?;
     let mut plan = Plan::new(batch);
     plan.found(find_stored(&mut tx, batch).await?);
-    let mut targets = Targets::new(read_targets(&mut tx, batch).await?);
+    let mut targets = Targets::new(batch, read_targets(&mut tx, batch).await?);
     let numbered = plan.number(batch, &mut last, &mut targets);
     insert(&mut tx, batch, &numbered.fresh).await?;
     write_targets(&mut tx, &targets).await?;
@@ -338,29 +338,19 @@ async fn read_targets(
         .bind(&seqs)
         .fetch_all(&mut *tx)
         .await?;
-    // Rows of several rooms: attach room by room.
-    let mut by_room: std::collections::BTreeMap<String, Vec<(i64, String, String)>> =
+    // Rows of several rooms: attach each room's to that room's messages.
+    let mut by_room: std::collections::HashMap<String, Vec<(i64, String, String)>> =
         Default::default();
     for r in &rows {
         let room: String = r.try_get(0)?;
-        by_room
-            .entry(room)
-            .or_default()
-            .push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+        let row = (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        by_room.entry(room).or_default().push(row);
     }
-    for (room, rows) in by_room {
-        let mut of_room: Vec<StoredMessage> = Vec::new();
-        let mut rest = Vec::new();
-        for m in found.drain(..) {
-            if m.room.as_str() == room {
-                of_room.push(m);
-            } else {
-                rest.push(m);
-            }
+    found.sort_by(|a, b| a.room.cmp(&b.room));
+    for of_room in found.chunk_by_mut(|a, b| a.room == b.room) {
+        if let Some(rows) = by_room.remove(of_room[0].room.as_str()) {
+            attach_reactions(of_room, rows)?;
         }
-        attach_reactions(&mut of_room, rows)?;
-        rest.extend(of_room);
-        found = rest;
     }
     Ok(found)
 }

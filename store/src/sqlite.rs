@@ -261,7 +261,7 @@ fn write(conn: &mut Connection, batch: &[NewMessage]) -> Result<Vec<Stored>, Err
     let mut last = lock_rooms(&tx, batch)?;
     let mut plan = Plan::new(batch);
     plan.found(find_stored(&tx, batch)?);
-    let mut targets = Targets::new(read_targets(&tx, batch)?);
+    let mut targets = Targets::new(batch, read_targets(&tx, batch)?);
     let numbered = plan.number(batch, &mut last, &mut targets);
     let now = Timestamp::now().as_millis();
     let mut insert = tx.prepare_cached(INSERT)?;

@@ -168,6 +168,31 @@ pub async fn events_change_their_targets(url: &str) {
         .unwrap();
     assert_eq!(seqs(&op), [Some(9)]);
     assert!(all(&store, r).await[1].deleted);
+    // One batch whose events name messages of two rooms, with reactions already there.
+    let (a, b) = ("events-a", "events-b");
+    let first = [
+        entry(a, "alice", "a1", "hej 👋", Default::default()),
+        entry(b, "bob", "b1", "שלום", Default::default()),
+        entry(a, "bob", "ra", "", react(1, "👍", false)),
+        entry(b, "alice", "rb", "", react(1, "👀", false)),
+    ];
+    store.store_batch(&first).await.unwrap();
+    let both = store
+        .store_batch(&[
+            entry(b, "zoe", "rb2", "", react(1, "👀", false)),
+            entry(a, "zoe", "ra2", "", react(1, "👍", false)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&both), [Some(3), Some(3)]);
+    for (room, emoji) in [(a, "👍"), (b, "👀")] {
+        let users: Vec<String> = all(&store, room).await[0].reactions[emoji]
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect();
+        assert_eq!(users.len(), 2, "{room}: {users:?}");
+        assert_eq!(users[1], "zoe", "{room}: each room's earlier reaction kept");
+    }
 }
 
 pub async fn read_cursors_only_move_forward(url: &str) {
