@@ -15,6 +15,9 @@
 #               sqs-pg         courier, 2 gateways + 2 workers, SQS on LocalStack, PostgreSQL
 #   WORKLOADS   comma-separated from w0,w1,w2,w3 (default all)
 #   RUNS        repetitions of each (default 3); the report takes medians
+#   RUNTIME_THREADS (environment) async threads of each gateway and worker of
+#               rabbitmq-pg and sqs-pg (default 1: six processes, a broker and a
+#               database share the machine's cores)
 #   AMQP_OPTIONS (environment) more QUEUE_URL parameters for rabbitmq-pg, e.g.
 #               "partitions=2&prefix=courier-bench-p2"
 #
@@ -54,6 +57,8 @@ W2=(--conns 1000 --rooms 100 --window 1 --duration 10 --warmup 2)
 W3=(--conns 10000 --rooms 1000 --hold 5)
 # courier's per-connection rate limit (20/s) would cap W2; the benchmark lifts it.
 export RATE_PER_SEC=100000 RATE_BURST=100000 RUST_LOG=warn
+COURIER_THREADS=${RUNTIME_THREADS:-1}
+unset RUNTIME_THREADS # the embedded gateway has the machine to itself: its default
 
 for b in loadgen gateway worker; do
   [ -x "$BIN/$b" ] || { echo "FAILED: $BIN/$b missing: cargo build --release --workspace" >&2; exit 1; }
@@ -136,13 +141,14 @@ up() {
         # slower than the W1 rate) must not land in the next one.
         export QUEUE_URL="sqs://courier-bench-$(date +%s)"
       fi
+      export RUNTIME_THREADS=$COURIER_THREADS
       METRICS_BIND=127.0.0.1:9201 start w1 "$BIN/worker"
       sleep 1 # the first process declares the topology
       METRICS_BIND=127.0.0.1:9202 start w2 "$BIN/worker"
       BIND=127.0.0.1:8081 METRICS_BIND=127.0.0.1:9203 start g1 "$BIN/gateway"
       BIND=127.0.0.1:8082 METRICS_BIND=127.0.0.1:9204 start g2 "$BIN/gateway"
       wait_port 8081; wait_port 8082
-      unset QUEUE_URL DATABASE_URL
+      unset QUEUE_URL DATABASE_URL RUNTIME_THREADS
       URLS=(--url ws://127.0.0.1:8081/ws --url ws://127.0.0.1:8082/ws)
       FRONT_PIDS=(--pid "gateway1=$PID_g1" --pid "gateway2=$PID_g2")
       SERVER_PIDS=(--pid "worker1=$PID_w1" --pid "worker2=$PID_w2") ;;

@@ -72,6 +72,12 @@ pub struct GatewayConfig {
     #[command(flatten)]
     pub worker: WorkerSettings,
 
+    /// Async runtime threads (unset: one per usable core). Where several processes share
+    /// a few cores (gateways, workers, a broker and a database on one machine), 1 each
+    /// keeps messages from queueing for a core between threads.
+    #[arg(long, env = "RUNTIME_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub runtime_threads: Option<u16>,
+
     /// Log format: `text` or `json` (one object per line). Filter with RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -3,9 +3,14 @@
 use clap::Parser;
 use gateway::GatewayConfig;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let config = GatewayConfig::parse();
+    let runtime = shared::runtime::build(config.runtime_threads.map(usize::from))
+        .unwrap_or_else(|e| fail(&format!("cannot start the async runtime: {e}")));
+    runtime.block_on(serve(config));
+}
+
+async fn serve(config: GatewayConfig) {
     telemetry::logging::init(&config.log_format);
     let listener = match tokio::net::TcpListener::bind(config.bind).await {
         Ok(l) => l,

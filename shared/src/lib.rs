@@ -5,6 +5,7 @@
 pub mod event;
 pub mod ids;
 pub mod message;
+pub mod runtime;
 pub mod shutdown;
 pub mod sqlite;
 pub mod sync;

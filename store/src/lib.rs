@@ -90,7 +90,7 @@ pub struct NewMessage {
 
 impl NewMessage {
     /// The log entry this becomes under `seq`, as it is fanned out.
-    fn stored(&self, seq: u64) -> StoredMessage {
+    pub(crate) fn stored(&self, seq: u64) -> StoredMessage {
         let mut m = StoredMessage::plain(
             self.room.clone(),
             seq,

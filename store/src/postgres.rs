@@ -1,5 +1,6 @@
-//! The PostgreSQL store over sqlx. A batch is one transaction and four statements,
-//! whatever its size:
+//! The PostgreSQL store over sqlx. A batch of new plain messages is one statement
+//! ([`append`]); any other batch (one that repeats a stored key, or holds events) is one
+//! transaction and four statements, whatever its size:
 //!
 //! 1. Lock every room's counter row, in room-name order so two workers never deadlock
 //!    (one multi-row `INSERT … ON CONFLICT … DO UPDATE … RETURNING`).
@@ -14,6 +15,8 @@
 //! over the network. Each takes the batch as arrays (`unnest`), so its text is the same
 //! whatever the batch's size: it is parsed and planned once per connection, not once
 //! per batch.
+
+mod append;
 
 use super::events::{self, Targets};
 use super::plan::{self, Counters, Plan};
@@ -113,8 +116,13 @@ fn decode(row: &PgRow) -> Result<StoredMessage, Error> {
     raw_message!(row, try_get).decode()
 }
 
-/// One batch in one transaction on `conn`.
+/// One batch on `conn`: in one statement when it can, else in one transaction.
 async fn write(conn: &mut PgConnection, batch: &[NewMessage]) -> Result<Vec<Stored>, Error> {
+    if append::applies(batch)
+        && let Some(stored) = append::append(conn, batch).await?
+    {
+        return Ok(stored);
+    }
     let mut tx = conn.begin().await?;
     let mut last = lock_rooms(&mut tx, batch).await?;
     let mut plan = Plan::new(batch);
@@ -222,26 +230,7 @@ async fn insert(
     if fresh.is_empty() {
         return Ok(());
     }
-    let rows = fresh.iter().map(|&(i, seq)| (&batch[i], seq));
-    let mut cols = Columns::with_capacity(fresh.len());
-    for (m, seq) in rows {
-        cols.room.push(m.room.as_str());
-        cols.seq.push(seq);
-        cols.sender.push(m.from.as_str());
-        cols.client_id.push(m.id.as_str());
-        cols.body.push(m.body.as_str());
-        cols.sent_at.push(m.sent_at.as_millis());
-        cols.enriched
-            .push(serde_json::to_string(&m.enriched).expect("enrichment serializes"));
-        cols.trace.push(m.trace.as_deref());
-        let e = &m.event;
-        cols.kind.push(e.kind.as_str());
-        cols.target.push(e.target.map(|t| t as i64));
-        cols.reply_to.push(e.reply_to.map(|t| t as i64));
-        cols.emoji.push(e.emoji.as_deref());
-        cols.unreact.push(i64::from(e.remove));
-        cols.moderated.push(i64::from(e.moderated));
-    }
+    let cols = Columns::of(fresh.iter().map(|&(i, seq)| (&batch[i], seq)));
     sqlx::query(INSERT)
         .bind(&cols.room)
         .bind(&cols.seq)
@@ -281,7 +270,31 @@ struct Columns<'a> {
     moderated: Vec<i64>,
 }
 
-impl Columns<'_> {
+impl<'a> Columns<'a> {
+    /// The columns of `rows`, each with the seq it is stored under.
+    fn of(rows: impl ExactSizeIterator<Item = (&'a NewMessage, i64)>) -> Self {
+        let mut cols = Columns::with_capacity(rows.len());
+        for (m, seq) in rows {
+            cols.room.push(m.room.as_str());
+            cols.seq.push(seq);
+            cols.sender.push(m.from.as_str());
+            cols.client_id.push(m.id.as_str());
+            cols.body.push(m.body.as_str());
+            cols.sent_at.push(m.sent_at.as_millis());
+            cols.enriched
+                .push(serde_json::to_string(&m.enriched).expect("enrichment serializes"));
+            cols.trace.push(m.trace.as_deref());
+            let e = &m.event;
+            cols.kind.push(e.kind.as_str());
+            cols.target.push(e.target.map(|t| t as i64));
+            cols.reply_to.push(e.reply_to.map(|t| t as i64));
+            cols.emoji.push(e.emoji.as_deref());
+            cols.unreact.push(i64::from(e.remove));
+            cols.moderated.push(i64::from(e.moderated));
+        }
+        cols
+    }
+
     fn with_capacity(n: usize) -> Self {
         Self {
             room: Vec::with_capacity(n),

@@ -133,6 +133,72 @@ pub async fn batches_are_idempotent(url: &str) {
     assert_eq!(ids.len(), 3);
 }
 
+/// A batch over several rooms numbers each room's messages in input order, after what
+/// the room held, and the returned entries say so; a room's counter moves only by what
+/// was stored (the one-statement path on PostgreSQL, and its fallback on a repeat).
+pub async fn batch_seqs_follow_input_order(url: &str) {
+    let store = store::Store::connect(url, Default::default())
+        .await
+        .unwrap();
+    store.store_batch(&[msg("ord-b", "x", "0")]).await.unwrap();
+    let batch = [
+        msg("ord-a", "u", "1"),
+        msg("ord-b", "u", "1"),
+        msg("ord-a", "v", "1"),
+        msg("ord-b", "v", "1"),
+        msg("ord-a", "u", "2"),
+    ];
+    let seqs = |out: &[Stored]| -> Vec<(String, u64, String)> {
+        out.iter()
+            .map(|o| {
+                let m = o.message().unwrap();
+                (m.room.to_string(), m.seq, m.body.clone())
+            })
+            .collect()
+    };
+    let first = store.store_batch(&batch).await.unwrap();
+    assert!(
+        first.iter().all(|o| matches!(o, Stored::New(_))),
+        "{first:?}"
+    );
+    let expect = [
+        ("ord-a", 1, "body 1"),
+        ("ord-b", 2, "body 1"),
+        ("ord-a", 2, "body 1"),
+        ("ord-b", 3, "body 1"),
+        ("ord-a", 3, "body 2"),
+    ]
+    .map(|(r, s, b)| (r.to_owned(), s, b.to_owned()));
+    assert_eq!(seqs(&first), expect);
+    for (room, seq, _) in &expect {
+        let r = RoomId::parse(room).unwrap();
+        let stored = store.after(&r, seq - 1, 1).await.unwrap();
+        assert_eq!(stored[0].seq, *seq, "{room}");
+    }
+    // The same batch with one new message: the repeats come back as they were, and the
+    // new one follows the room's last seq with no gap.
+    let mut again = batch.to_vec();
+    again.push(msg("ord-b", "w", "1"));
+    let out = store.store_batch(&again).await.unwrap();
+    assert!(
+        out[..5].iter().all(|o| matches!(o, Stored::Duplicate(_))),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[5], Stored::New(ref m) if m.seq == 4),
+        "{:?}",
+        out[5]
+    );
+    assert_eq!(
+        store.head(&RoomId::parse("ord-a").unwrap()).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.head(&RoomId::parse("ord-b").unwrap()).await.unwrap(),
+        4
+    );
+}
+
 pub async fn room_settings_are_kept(url: &str) {
     let store = store::Store::connect(url, Default::default())
         .await
@@ -208,6 +274,22 @@ async fn sqlite_batches_are_idempotent() {
 async fn postgres_concurrent_writers_leave_no_gap() {
     let db = TempPostgres::create().await;
     concurrent_writers_leave_no_gap(&db.url).await;
+}
+
+#[tokio::test]
+async fn sqlite_batch_seqs_follow_input_order() {
+    let (_dir, url) = temp_db();
+    batch_seqs_follow_input_order(&url).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "postgres"),
+    ignore = "needs PostgreSQL: --features courier-tests/postgres (scripts/test.sh)"
+)]
+async fn postgres_batch_seqs_follow_input_order() {
+    let db = TempPostgres::create().await;
+    batch_seqs_follow_input_order(&db.url).await;
 }
 
 #[tokio::test]

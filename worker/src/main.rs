@@ -3,9 +3,19 @@
 use clap::Parser;
 use worker::WorkerConfig;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let config = WorkerConfig::parse();
+    let runtime = match shared::runtime::build(config.runtime_threads.map(usize::from)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("worker: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(serve(config));
+}
+
+async fn serve(config: WorkerConfig) {
     telemetry::logging::init(&config.log_format);
     let (trigger, shutdown) = shared::shutdown::channel();
     tokio::spawn(async move {

@@ -41,6 +41,10 @@ pub const DEFAULT_PREFIX: &str = "courier";
 /// up to this many consumer loops busy at once.
 pub const DEFAULT_PARTITIONS: u16 = 8;
 const MAX_PARTITIONS: u16 = 256;
+/// Ingest groups per partition awaiting their confirms when `QUEUE_URL` has no
+/// `?in_flight=`.
+pub const DEFAULT_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 64;
 
 /// A RabbitMQ connection serving both queue roles.
 pub struct AmqpQueue {
@@ -67,7 +71,7 @@ impl AmqpQueue {
         )
         .await?;
         Ok(Self {
-            publishers: publish::Publishers::new(link.clone(), settings.pack),
+            publishers: publish::Publishers::new(link.clone(), settings.pack, settings.in_flight),
             link,
             opts: opts.clone(),
             pack: settings.pack,
@@ -161,6 +165,9 @@ pub struct Settings {
     pub pack: bool,
     /// The kind of the ingest partitions (`ingest=quorum`, the default, or `classic`).
     pub ingest: IngestKind,
+    /// Groups of one ingest partition a process awaits the confirms of at once
+    /// (`in_flight=N`, 1 to 64). While they are out, new sends wait and pack together.
+    pub in_flight: usize,
 }
 
 /// The queue type of the ingest partitions. Both confirm a publish only once it is on
@@ -181,6 +188,7 @@ impl std::fmt::Debug for Settings {
             .field("partitions", &self.partitions)
             .field("pack", &self.pack)
             .field("ingest", &self.ingest)
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
@@ -197,6 +205,7 @@ impl Settings {
             partitions: ours.partitions,
             pack: ours.pack,
             ingest: ours.ingest,
+            in_flight: ours.in_flight,
         })
     }
 }
@@ -208,6 +217,7 @@ struct Ours {
     partitions: u16,
     pack: bool,
     ingest: IngestKind,
+    in_flight: usize,
 }
 
 /// Splits our own `prefix`, `partitions` and `pack` query parameters off the URL.
@@ -217,6 +227,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
     let mut partitions = None;
     let mut pack = None;
     let mut ingest = None;
+    let mut in_flight = None;
     let mut kept = Vec::new();
     for (key, value) in pairs {
         match key {
@@ -224,6 +235,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
             "partitions" => partitions = Some(value),
             "pack" => pack = Some(value),
             "ingest" => ingest = Some(value),
+            "in_flight" => in_flight = Some(value),
             // lapin reads `key` and `key=` alike (form-urlencoded pairs).
             _ => kept.push(format!("{key}={value}")),
         }
@@ -260,6 +272,14 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
             ));
         }
     };
+    let in_flight = match in_flight {
+        None => DEFAULT_IN_FLIGHT,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_IN_FLIGHT).contains(n))
+            .ok_or_else(|| bad("in_flight must be a number from 1 to 64"))?,
+    };
     let broker_url = if kept.is_empty() {
         base.to_owned()
     } else {
@@ -271,6 +291,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
         partitions,
         pack,
         ingest,
+        in_flight,
     };
     Ok((broker_url, ours))
 }
@@ -376,6 +397,23 @@ mod tests {
         assert_eq!(s.url, "amqp://u:***@h/v?heartbeat=10&prefix=ct-1");
         assert_eq!(s.broker_url, "amqp://u:pw@h/v?heartbeat=10");
         assert!(!format!("{s:?}").contains("pw"), "{s:?}");
+    }
+
+    #[test]
+    fn in_flight_is_a_bounded_number() {
+        assert_eq!(
+            split_options("amqp://h/v").unwrap().1.in_flight,
+            DEFAULT_IN_FLIGHT
+        );
+        let (url, ours) = split_options("amqp://h/v?in_flight=1&heartbeat=5").unwrap();
+        assert_eq!(
+            (url.as_str(), ours.in_flight),
+            ("amqp://h/v?heartbeat=5", 1)
+        );
+        for bad in ["0", "65", "x", ""] {
+            let err = split_options(&format!("amqp://h/v?in_flight={bad}")).unwrap_err();
+            assert!(err.to_string().contains("in_flight"), "{err}");
+        }
     }
 
     #[test]

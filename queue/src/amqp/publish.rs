@@ -7,7 +7,7 @@
 //! once the broker confirmed its message.
 //!
 //! The caller waits its turn: a group is published while earlier ones await their
-//! confirms (at most `IN_FLIGHT` per partition), so at low rates a message goes out at
+//! confirms (at most `in_flight` per partition), so at low rates a message goes out at
 //! once and the group grows only with the load. Groups leave in the order their messages
 //! were queued, so one sender's messages keep their order.
 
@@ -26,8 +26,6 @@ pub(super) const BATCH: &str = "x-courier-batch";
 /// Most envelopes, and bytes, packed into one ingest message.
 pub(super) const MAX_GROUP: usize = 64;
 const MAX_GROUP_BYTES: usize = 256 * 1024;
-/// Groups of one partition awaiting their confirms at once.
-const IN_FLIGHT: usize = 4;
 /// Messages queued for one partition's publisher before callers wait.
 const QUEUED: usize = 4096;
 
@@ -56,14 +54,17 @@ pub(super) struct Publishers {
     link: Arc<Link>,
     /// Whether several messages may share one broker message (`QUEUE_URL` `pack`).
     pack: bool,
+    /// Groups of one partition awaiting their confirms at once (`QUEUE_URL` `in_flight`).
+    in_flight: usize,
     queues: OnceLock<Vec<mpsc::Sender<Pending>>>,
 }
 
 impl Publishers {
-    pub(super) fn new(link: Arc<Link>, pack: bool) -> Self {
+    pub(super) fn new(link: Arc<Link>, pack: bool, in_flight: usize) -> Self {
         Self {
             link,
             pack,
+            in_flight,
             queues: OnceLock::new(),
         }
     }
@@ -78,7 +79,7 @@ impl Publishers {
             (0..self.link.names.ingest.len())
                 .map(|n| {
                     let (tx, rx) = mpsc::channel(QUEUED);
-                    tokio::spawn(run(self.link.clone(), n, self.pack, rx));
+                    tokio::spawn(run(self.link.clone(), n, self.pack, self.in_flight, rx));
                     tx
                 })
                 .collect()
@@ -102,8 +103,14 @@ impl Publishers {
 
 /// A partition's publisher: until every sender is gone, takes what is queued (up to a
 /// group), publishes it, and hands the confirm to a waiter of its own.
-async fn run(link: Arc<Link>, n: usize, pack: bool, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    link: Arc<Link>,
+    n: usize,
+    pack: bool,
+    in_flight: usize,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    let in_flight = Arc::new(Semaphore::new(in_flight));
     let max = if pack { MAX_GROUP } else { 1 };
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
