@@ -45,6 +45,9 @@ const MAX_PARTITIONS: u16 = 256;
 /// `?in_flight=`.
 pub const DEFAULT_IN_FLIGHT: usize = 4;
 const MAX_IN_FLIGHT: usize = 64;
+/// How long an ingest publisher waits for company when `QUEUE_URL` has no `?linger_ms=`.
+pub const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+const MAX_LINGER_MS: u64 = 100;
 
 /// A RabbitMQ connection serving both queue roles.
 pub struct AmqpQueue {
@@ -71,7 +74,7 @@ impl AmqpQueue {
         )
         .await?;
         Ok(Self {
-            publishers: publish::Publishers::new(link.clone(), settings.pack, settings.in_flight),
+            publishers: publish::Publishers::new(link.clone(), settings.pack, (settings.in_flight, settings.linger)),
             link,
             opts: opts.clone(),
             pack: settings.pack,
@@ -168,6 +171,10 @@ pub struct Settings {
     /// Groups of one ingest partition a process awaits the confirms of at once
     /// (`in_flight=N`, 1 to 64). While they are out, new sends wait and pack together.
     pub in_flight: usize,
+    /// While sends keep coming, how long an ingest publisher waits for more to pack with
+    /// the first (`linger_ms=N`, 0 to 100): fewer, larger broker messages for at most that
+    /// much latency. A send after a quiet spell goes out at once.
+    pub linger: std::time::Duration,
 }
 
 /// The queue type of the ingest partitions. Both confirm a publish only once it is on
@@ -189,6 +196,7 @@ impl std::fmt::Debug for Settings {
             .field("pack", &self.pack)
             .field("ingest", &self.ingest)
             .field("in_flight", &self.in_flight)
+            .field("linger", &self.linger)
             .finish()
     }
 }
@@ -206,6 +214,7 @@ impl Settings {
             pack: ours.pack,
             ingest: ours.ingest,
             in_flight: ours.in_flight,
+            linger: ours.linger,
         })
     }
 }
@@ -218,6 +227,7 @@ struct Ours {
     pack: bool,
     ingest: IngestKind,
     in_flight: usize,
+    linger: std::time::Duration,
 }
 
 /// Splits our own `prefix`, `partitions` and `pack` query parameters off the URL.
@@ -228,6 +238,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
     let mut pack = None;
     let mut ingest = None;
     let mut in_flight = None;
+    let mut linger = None;
     let mut kept = Vec::new();
     for (key, value) in pairs {
         match key {
@@ -236,6 +247,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
             "pack" => pack = Some(value),
             "ingest" => ingest = Some(value),
             "in_flight" => in_flight = Some(value),
+            "linger_ms" => linger = Some(value),
             // lapin reads `key` and `key=` alike (form-urlencoded pairs).
             _ => kept.push(format!("{key}={value}")),
         }
@@ -280,6 +292,15 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
             .filter(|n| (1..=MAX_IN_FLIGHT).contains(n))
             .ok_or_else(|| bad("in_flight must be a number from 1 to 64"))?,
     };
+    let linger = match linger {
+        None => DEFAULT_LINGER,
+        Some(n) => n
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_LINGER_MS)
+            .map(std::time::Duration::from_millis)
+            .ok_or_else(|| bad("linger_ms must be a number from 0 to 100"))?,
+    };
     let broker_url = if kept.is_empty() {
         base.to_owned()
     } else {
@@ -292,6 +313,7 @@ fn split_options(url: &str) -> Result<(String, Ours), QueueError> {
         pack,
         ingest,
         in_flight,
+        linger,
     };
     Ok((broker_url, ours))
 }
@@ -400,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_is_a_bounded_number() {
+    fn in_flight_and_linger_are_bounded_numbers() {
         assert_eq!(
             split_options("amqp://h/v").unwrap().1.in_flight,
             DEFAULT_IN_FLIGHT
@@ -413,6 +435,13 @@ mod tests {
         for bad in ["0", "65", "x", ""] {
             let err = split_options(&format!("amqp://h/v?in_flight={bad}")).unwrap_err();
             assert!(err.to_string().contains("in_flight"), "{err}");
+        }
+        assert_eq!(split_options("amqp://h/v").unwrap().1.linger, DEFAULT_LINGER);
+        let (_, ours) = split_options("amqp://h/v?linger_ms=3").unwrap();
+        assert_eq!(ours.linger, std::time::Duration::from_millis(3));
+        for bad in ["101", "-1", "x", ""] {
+            let err = split_options(&format!("amqp://h/v?linger_ms={bad}")).unwrap_err();
+            assert!(err.to_string().contains("linger_ms"), "{err}");
         }
     }
 

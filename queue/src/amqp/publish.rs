@@ -8,7 +8,9 @@
 //!
 //! The caller waits its turn: a group is published while earlier ones await their
 //! confirms (at most `in_flight` per partition), so at low rates a message goes out at
-//! once and the group grows only with the load. Groups leave in the order their messages
+//! once and the group grows only with the load; while sends keep coming, `linger_ms`
+//! also lets a group wait that long for company, trading that much latency for fewer
+//! broker messages (a send after a quiet spell never waits). Groups leave in the order their messages
 //! were queued, so one sender's messages keep their order.
 
 use super::connection::{Link, json_properties, rpc};
@@ -19,6 +21,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation};
 use shared::message::MessageKey;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The header of a packed ingest message: how many envelopes it holds.
@@ -28,6 +31,9 @@ pub(super) const MAX_GROUP: usize = 64;
 const MAX_GROUP_BYTES: usize = 256 * 1024;
 /// Messages queued for one partition's publisher before callers wait.
 const QUEUED: usize = 4096;
+/// A partition counts as busy, and a group lingers, when the last group left less than
+/// this many lingers ago: a lone send after a quiet spell goes out at once.
+const BUSY_GAPS: u32 = 4;
 
 /// The envelopes of a packed ingest message, `None` for a message of one.
 pub(super) fn parts_of<'a>(headers: Option<&FieldTable>, data: &'a [u8]) -> Option<Vec<&'a [u8]>> {
@@ -54,17 +60,18 @@ pub(super) struct Publishers {
     link: Arc<Link>,
     /// Whether several messages may share one broker message (`QUEUE_URL` `pack`).
     pack: bool,
-    /// Groups of one partition awaiting their confirms at once (`QUEUE_URL` `in_flight`).
-    in_flight: usize,
+    /// Groups of one partition awaiting their confirms at once (`QUEUE_URL` `in_flight`),
+    /// and how long a group waits for company (`linger_ms`).
+    shape: (usize, Duration),
     queues: OnceLock<Vec<mpsc::Sender<Pending>>>,
 }
 
 impl Publishers {
-    pub(super) fn new(link: Arc<Link>, pack: bool, in_flight: usize) -> Self {
+    pub(super) fn new(link: Arc<Link>, pack: bool, shape: (usize, Duration)) -> Self {
         Self {
             link,
             pack,
-            in_flight,
+            shape,
             queues: OnceLock::new(),
         }
     }
@@ -79,7 +86,7 @@ impl Publishers {
             (0..self.link.names.ingest.len())
                 .map(|n| {
                     let (tx, rx) = mpsc::channel(QUEUED);
-                    tokio::spawn(run(self.link.clone(), n, self.pack, self.in_flight, rx));
+                    tokio::spawn(run(self.link.clone(), n, self.pack, self.shape, rx));
                     tx
                 })
                 .collect()
@@ -107,26 +114,21 @@ async fn run(
     link: Arc<Link>,
     n: usize,
     pack: bool,
-    in_flight: usize,
+    (in_flight, linger): (usize, Duration),
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let in_flight = Arc::new(Semaphore::new(in_flight));
     let max = if pack { MAX_GROUP } else { 1 };
+    let linger = if pack { linger } else { Duration::ZERO };
+    // When the last group left: lingering pays only while sends keep coming.
+    let mut last: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut group = vec![first];
-        let mut bytes = group[0].payload.len();
-        while group.len() < max && bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.payload.len() + 1;
-                    group.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let busy = last.is_some_and(|t| t.elapsed() < linger * BUSY_GAPS);
+        let group = gather(&mut rx, first, max, if busy { linger } else { Duration::ZERO }).await;
+        last = Some(tokio::time::Instant::now());
         metrics::histogram!("courier_publish_group_size").record(group.len() as f64);
         let confirm = publish_group(&link, n, &group).await;
         tokio::spawn(async move {
@@ -140,6 +142,30 @@ async fn run(
             drop(permit);
         });
     }
+}
+
+/// `first` and what else is queued, up to a group; when that is not a full group, also
+/// what arrives within `linger` of now.
+async fn gather(
+    rx: &mut mpsc::Receiver<Pending>,
+    first: Pending,
+    max: usize,
+    linger: Duration,
+) -> Vec<Pending> {
+    let deadline = tokio::time::Instant::now() + linger;
+    let mut bytes = first.payload.len();
+    let mut group = vec![first];
+    while group.len() < max && bytes < MAX_GROUP_BYTES {
+        let next = match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(_) if linger.is_zero() => None,
+            Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+        };
+        let Some(p) = next else { break };
+        bytes += p.payload.len() + 1;
+        group.push(p);
+    }
+    group
 }
 
 /// Sends the group as one message; returns the pending confirm.
@@ -200,5 +226,64 @@ async fn confirmed(confirm: lapin::PublisherConfirm) -> Result<(), QueueError> {
         Confirmation::NotRequested => Err(QueueError::Unavailable(
             "the publish channel is not in confirm mode".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::ids::{ClientMsgId, RoomId, UserId};
+
+    fn pending(id: &str) -> Pending {
+        Pending {
+            key: MessageKey {
+                room: RoomId::parse("r").unwrap(),
+                from: UserId::parse("u").unwrap(),
+                id: ClientMsgId::parse(id).unwrap(),
+            },
+            payload: id.as_bytes().to_vec(),
+            done: oneshot::channel().0,
+        }
+    }
+
+    fn ids(group: &[Pending]) -> Vec<String> {
+        group.iter().map(|p| p.key.id.to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_linger_a_group_is_what_is_already_queued() {
+        let (tx, mut rx) = mpsc::channel(8);
+        tx.send(pending("2")).await.unwrap();
+        let group = gather(&mut rx, pending("1"), MAX_GROUP, Duration::ZERO).await;
+        assert_eq!(ids(&group), ["1", "2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_waits_for_sends_until_its_deadline_and_no_longer() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            tx.send(pending("2")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.send(pending("3")).await.unwrap();
+        });
+        let started = tokio::time::Instant::now();
+        let group = gather(&mut rx, pending("1"), MAX_GROUP, Duration::from_millis(8)).await;
+        assert_eq!(ids(&group), ["1", "2"], "the send 13 ms in waits for the next group");
+        assert_eq!(started.elapsed(), Duration::from_millis(8));
+        sender.await.unwrap();
+        assert_eq!(ids(&[rx.recv().await.unwrap()]), ["3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_group_does_not_linger() {
+        let (tx, mut rx) = mpsc::channel(8);
+        for id in ["2", "3"] {
+            tx.send(pending(id)).await.unwrap();
+        }
+        let started = tokio::time::Instant::now();
+        let group = gather(&mut rx, pending("1"), 3, Duration::from_millis(50)).await;
+        assert_eq!(ids(&group), ["1", "2", "3"]);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
