@@ -74,7 +74,11 @@ impl AmqpQueue {
         )
         .await?;
         Ok(Self {
-            publishers: publish::Publishers::new(link.clone(), settings.pack, (settings.in_flight, settings.linger)),
+            publishers: publish::Publishers::new(
+                link.clone(),
+                settings.pack,
+                (settings.in_flight, settings.linger),
+            ),
             link,
             opts: opts.clone(),
             pack: settings.pack,
@@ -436,7 +440,10 @@ mod tests {
             let err = split_options(&format!("amqp://h/v?in_flight={bad}")).unwrap_err();
             assert!(err.to_string().contains("in_flight"), "{err}");
         }
-        assert_eq!(split_options("amqp://h/v").unwrap().1.linger, DEFAULT_LINGER);
+        assert_eq!(
+            split_options("amqp://h/v").unwrap().1.linger,
+            DEFAULT_LINGER
+        );
         let (_, ours) = split_options("amqp://h/v?linger_ms=3").unwrap();
         assert_eq!(ours.linger, std::time::Duration::from_millis(3));
         for bad in ["101", "-1", "x", ""] {

@@ -127,7 +127,13 @@ async fn run(
             return;
         };
         let busy = last.is_some_and(|t| t.elapsed() < linger * BUSY_GAPS);
-        let group = gather(&mut rx, first, max, if busy { linger } else { Duration::ZERO }).await;
+        let group = gather(
+            &mut rx,
+            first,
+            max,
+            if busy { linger } else { Duration::ZERO },
+        )
+        .await;
         last = Some(tokio::time::Instant::now());
         metrics::histogram!("courier_publish_group_size").record(group.len() as f64);
         let confirm = publish_group(&link, n, &group).await;
@@ -159,7 +165,10 @@ async fn gather(
         let next = match rx.try_recv() {
             Ok(p) => Some(p),
             Err(_) if linger.is_zero() => None,
-            Err(_) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+            Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .ok()
+                .flatten(),
         };
         let Some(p) = next else { break };
         bytes += p.payload.len() + 1;
@@ -269,7 +278,11 @@ mod tests {
         });
         let started = tokio::time::Instant::now();
         let group = gather(&mut rx, pending("1"), MAX_GROUP, Duration::from_millis(8)).await;
-        assert_eq!(ids(&group), ["1", "2"], "the send 13 ms in waits for the next group");
+        assert_eq!(
+            ids(&group),
+            ["1", "2"],
+            "the send 13 ms in waits for the next group"
+        );
         assert_eq!(started.elapsed(), Duration::from_millis(8));
         sender.await.unwrap();
         assert_eq!(ids(&[rx.recv().await.unwrap()]), ["3"]);
