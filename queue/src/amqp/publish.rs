@@ -10,8 +10,8 @@
 //! confirms (at most `in_flight` per partition), so at low rates a message goes out at
 //! once and the group grows only with the load; while sends keep coming, `linger_ms`
 //! also lets a group wait that long for company, trading that much latency for fewer
-//! broker messages (a send after a quiet spell never waits). Groups leave in the order their messages
-//! were queued, so one sender's messages keep their order.
+//! broker messages (a send after a quiet spell never waits). Groups leave in the order
+//! their messages were queued, so one sender's messages keep their order.
 
 use super::connection::{Link, json_properties, rpc};
 use super::key_headers;
