@@ -231,24 +231,7 @@ async fn insert(
         return Ok(());
     }
     let cols = Columns::of(fresh.iter().map(|&(i, seq)| (&batch[i], seq)));
-    sqlx::query(INSERT)
-        .bind(&cols.room)
-        .bind(&cols.seq)
-        .bind(&cols.sender)
-        .bind(&cols.client_id)
-        .bind(&cols.body)
-        .bind(&cols.sent_at)
-        .bind(&cols.enriched)
-        .bind(Timestamp::now().as_millis())
-        .bind(&cols.trace)
-        .bind(&cols.kind)
-        .bind(&cols.target)
-        .bind(&cols.reply_to)
-        .bind(&cols.emoji)
-        .bind(&cols.unreact)
-        .bind(&cols.moderated)
-        .execute(&mut *tx)
-        .await?;
+    cols.bind(sqlx::query(INSERT)).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -293,6 +276,30 @@ impl<'a> Columns<'a> {
             cols.moderated.push(i64::from(e.moderated));
         }
         cols
+    }
+
+    /// `query` with the columns as `$1` to `$15`, in `INSERT`'s order, and the time they
+    /// are stored as `$8`.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.room)
+            .bind(&self.seq)
+            .bind(&self.sender)
+            .bind(&self.client_id)
+            .bind(&self.body)
+            .bind(&self.sent_at)
+            .bind(&self.enriched)
+            .bind(Timestamp::now().as_millis())
+            .bind(&self.trace)
+            .bind(&self.kind)
+            .bind(&self.target)
+            .bind(&self.reply_to)
+            .bind(&self.emoji)
+            .bind(&self.unreact)
+            .bind(&self.moderated)
     }
 
     fn with_capacity(n: usize) -> Self {

@@ -15,17 +15,18 @@
 use super::Columns;
 use crate::error::Error;
 use crate::{NewMessage, Stored};
-use shared::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
 
+/// Takes the parameters of the full path's insert, in its order (`Columns::bind`); the
+/// seqs it is given (`$2`) are not read: the counters number the rows.
 const APPEND: &str = "WITH m AS ( \
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-       $6::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], \
-       $13::bigint[], $14::bigint[]) WITH ORDINALITY \
-       AS m(room, sender, client_id, body, sent_at, enriched, trace, kind, target, \
-       reply_to, emoji, unreact, moderated, i)), \
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+       $6::bigint[], $7::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], \
+       $13::text[], $14::bigint[], $15::bigint[]) WITH ORDINALITY \
+       AS m(room, unnumbered, sender, client_id, body, sent_at, enriched, trace, kind, \
+       target, reply_to, emoji, unreact, moderated, i)), \
      n AS (SELECT room, count(*) AS n FROM m GROUP BY room), \
      c AS (INSERT INTO room_seq (room, last_seq) SELECT room, n FROM n ORDER BY room \
        ON CONFLICT (room) DO UPDATE SET last_seq = room_seq.last_seq + excluded.last_seq \
@@ -34,7 +35,7 @@ const APPEND: &str = "WITH m AS ( \
        (room, seq, sender, client_id, body, sent_at, enriched, stored_at, trace, \
        kind, target, reply_to, emoji, unreact, moderated) \
      SELECT m.room, c.last_seq - n.n + row_number() OVER (PARTITION BY m.room ORDER BY m.i), \
-       m.sender, m.client_id, m.body, m.sent_at, m.enriched, $7, m.trace, \
+       m.sender, m.client_id, m.body, m.sent_at, m.enriched, $8, m.trace, \
        m.kind, m.target, m.reply_to, m.emoji, m.unreact, m.moderated \
      FROM m JOIN n USING (room) JOIN c USING (room) \
      RETURNING room, seq";
@@ -52,23 +53,7 @@ pub(super) async fn append(
     batch: &[NewMessage],
 ) -> Result<Option<Vec<Stored>>, Error> {
     let cols = Columns::of(batch.iter().map(|m| (m, 0)));
-    let result = sqlx::query(APPEND)
-        .bind(&cols.room)
-        .bind(&cols.sender)
-        .bind(&cols.client_id)
-        .bind(&cols.body)
-        .bind(&cols.sent_at)
-        .bind(&cols.enriched)
-        .bind(Timestamp::now().as_millis())
-        .bind(&cols.trace)
-        .bind(&cols.kind)
-        .bind(&cols.target)
-        .bind(&cols.reply_to)
-        .bind(&cols.emoji)
-        .bind(&cols.unreact)
-        .bind(&cols.moderated)
-        .fetch_all(&mut *conn)
-        .await;
+    let result = cols.bind(sqlx::query(APPEND)).fetch_all(&mut *conn).await;
     let rows = match result {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(db)) if db.is_unique_violation() => return Ok(None),
