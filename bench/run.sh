@@ -18,8 +18,10 @@
 #   RUNTIME_THREADS (environment) async threads of each gateway and worker of
 #               rabbitmq-pg and sqs-pg (default 1: six processes, a broker and a
 #               database share the machine's cores)
-#   AMQP_OPTIONS (environment) more QUEUE_URL parameters for rabbitmq-pg, e.g.
-#               "partitions=2&prefix=courier-bench-p2"
+#   AMQP_OPTIONS (environment) more QUEUE_URL parameters for rabbitmq-pg (default
+#               "partitions=2&linger_ms=10&prefix=courier-bench-p2": partitions sized
+#               to the two workers, as docs/operations.md "Scale" says; set it empty
+#               for the product defaults, 8 partitions and a 5 ms linger)
 #
 # Every run prints loadgen's table and a `RESULT {json}` line; all of them are collected
 # in DIR/results.jsonl (default bench/results/<UTC time>/) and summarized by
@@ -41,7 +43,7 @@ while getopts "n:t:w:o:" opt; do
     t) TOPOLOGIES=$OPTARG ;;
     w) WORKLOADS=$OPTARG ;;
     o) OUT=$OPTARG ;;
-    *) sed -n '2,27p' "$0"; exit 2 ;;
+    *) sed -n '2,29p' "$0"; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -132,7 +134,8 @@ up() {
       if [ "$1" = rabbitmq-pg ]; then
         # AMQP_OPTIONS adds QUEUE_URL parameters, e.g. "ingest=classic&prefix=courier-bench-c"
         # (a partition keeps the type it was first declared with: a new prefix for another).
-        export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench${AMQP_OPTIONS:+&$AMQP_OPTIONS}"
+        local amqp_options=${AMQP_OPTIONS-partitions=2&linger_ms=10&prefix=courier-bench-p2}
+        export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench${amqp_options:+&$amqp_options}"
       else
         ./scripts/localstack.sh start >/dev/null
         export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_REGION=us-east-1
@@ -174,25 +177,60 @@ measure() { # topology workload run
   return 0
 }
 
-# Mean messages per worker batch and per RabbitMQ ingest publish, from the processes'
-# /metrics since they started; appended to DIR/batching.jsonl.
+# Mean messages per worker batch and per RabbitMQ ingest publish, and where a message's
+# time goes (p50/p99 of each stage's histogram, from the gateway's receipt of the send),
+# from the processes' /metrics since they started; appended to DIR/batching.jsonl.
 batching() { # label
   for port in 9201 9202 9203 9204; do
     curl -s "http://127.0.0.1:$port/metrics" || true
   done | python3 -c '
 import json, re, sys
 label = sys.argv[1]
-sums = {}
+sums, buckets = {}, {}
 for line in sys.stdin:
-    m = re.match(r"(courier_worker_batch_size|courier_publish_group_size)_(sum|count) (\S+)", line)
+    m = re.match(r"(courier_\w+)_(sum|count)(\{[^}]*\})? (\S+)", line)
     if m:
-        sums[(m.group(1), m.group(2))] = sums.get((m.group(1), m.group(2)), 0) + float(m.group(3))
+        key = (m.group(1) + (m.group(3) or ""), m.group(2))
+        sums[key] = sums.get(key, 0) + float(m.group(4))
+    m = re.match(r"(courier_\w+)_bucket\{(?:(.*),)?le=\"([^\"]+)\"\} (\S+)", line)
+    if m:
+        name = m.group(1) + ("{" + m.group(2) + "}" if m.group(2) else "")
+        le = float("inf") if m.group(3) == "+Inf" else float(m.group(3))
+        b = buckets.setdefault(name, {})
+        b[le] = b.get(le, 0) + float(m.group(4))
+
+def quantile(b, q):
+    # Linear within the bucket, as Prometheus histogram_quantile does.
+    edges = sorted(b)
+    total = b[edges[-1]]
+    want, lo, below = q * total, 0.0, 0.0
+    for le in edges:
+        if b[le] >= want:
+            if le == float("inf"):
+                return lo
+            return lo + (le - lo) * (want - below) / max(b[le] - below, 1e-9)
+        lo, below = le, b[le]
+    return lo
+
 out = {"label": label}
 for name in ("courier_worker_batch_size", "courier_publish_group_size"):
     n = sums.get((name, "count"), 0)
     if n:
         out[name] = sums[(name, "sum")] / n
         print(f"   {name:<28} mean {out[name]:.2f} over {n:,.0f}")
+stages = [
+    ("send to confirm", "courier_publish_seconds"),
+    ("send to worker batch", "courier_worker_message_age_seconds{stage=\"received\"}"),
+    ("send to fanned out", "courier_worker_message_age_seconds{stage=\"fanned_out\"}"),
+    ("send to gateway feed", "courier_feed_age_seconds"),
+    ("send to socket write", "courier_delivery_latency_seconds"),
+]
+for what, name in stages:
+    b = buckets.get(name)
+    if b and b[max(b)] > 0:
+        p50, p99 = quantile(b, 0.5) * 1000, quantile(b, 0.99) * 1000
+        out[what] = {"p50_ms": p50, "p99_ms": p99}
+        print(f"   {what:<28} p50 {p50:.1f} ms, p99 {p99:.1f} ms (buckets, whole run)")
 with open(sys.argv[2], "a") as f:
     f.write(json.dumps(out) + "\n")
 ' "$1" "$OUT/batching.jsonl"

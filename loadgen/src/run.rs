@@ -97,11 +97,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for t in tasks {
         all.merge(t.await?);
     }
+    let (busy_s, busy) = procstat::machine_busy(&m0, &m1);
     let machine = report::Machine {
-        busy: (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64,
+        busy,
         // Everything that ran (brokers, databases, the kernel's network work) but this
         // driver: what a deployment of the system under test costs.
-        cpu_s: ((m1.0 - m0.0) as f64 / procstat::HZ - driver_cpu_s).max(0.0),
+        cpu_s: (busy_s - driver_cpu_s).max(0.0),
         driver_cpu_s,
     };
     report::run(

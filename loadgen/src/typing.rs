@@ -85,7 +85,7 @@ pub async fn typing(args: TypingArgs) -> anyhow::Result<()> {
         "typing_received_per_sec": (total.received as f64 / secs).round(),
         "errors": total.errors,
         "server_cpu_percent": (server_cpu / secs * 1000.0).round() / 10.0,
-        "machine_busy_percent": ((m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64 * 1000.0).round() / 10.0,
+        "machine_busy_percent": (procstat::machine_busy(&m0, &m1).1 * 1000.0).round() / 10.0,
         "lane_per_sec": lane_rates,
         "processes": procs,
     });

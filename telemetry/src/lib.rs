@@ -14,7 +14,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// Latency buckets in seconds, for every histogram.
 const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// The process's metrics recorder, installed once however many servers run in it (a

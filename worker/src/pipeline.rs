@@ -179,6 +179,7 @@ impl Worker {
         if ready.is_empty() {
             return;
         }
+        record_ages("received", ready.iter().map(|(_, m)| m.sent_at));
         let msgs: Vec<NewMessage> = ready.iter().map(|(_, m)| m.clone()).collect();
         match self.store_waiting_out_outages(&msgs, shutdown).await {
             Some(Ok(stored)) => {
@@ -329,9 +330,20 @@ impl Worker {
             }
             failures += 1;
         }
+        record_ages("fanned_out", messages.iter().map(|m| m.sent_at));
         if let Err(e) = Delivery::ack_all(deliveries).await {
             warn!(error = %e, "ack failed; the messages will be redelivered and found already stored");
         }
+    }
+}
+
+/// How long after the gateway took them messages reached a stage of this loop
+/// (`courier_worker_message_age_seconds`, by `stage`): where a message's latency goes.
+fn record_ages(stage: &'static str, sent: impl Iterator<Item = shared::Timestamp>) {
+    let now = shared::Timestamp::now().as_millis();
+    let age = metrics::histogram!("courier_worker_message_age_seconds", "stage" => stage);
+    for at in sent {
+        age.record((now - at.as_millis()).max(0) as f64 / 1000.0);
     }
 }
 

@@ -275,6 +275,10 @@ impl Hub {
         if msg.seq < next {
             return; // already forwarded (a redelivery, or released past while held)
         }
+        // Where a delivery's latency goes: this is the gateway's receipt of the send to
+        // its arrival back here; `courier_delivery_latency_seconds` adds the writes.
+        let age = shared::Timestamp::now().as_millis() - msg.sent_at_ms;
+        metrics::histogram!("courier_feed_age_seconds").record(age.max(0) as f64 / 1000.0);
         let Ok(text) = Utf8Bytes::try_from(msg.text) else {
             warn!(room = %msg.room, seq = msg.seq, "dropping a delivered frame that is not UTF-8; members fill it in from the store");
             return;

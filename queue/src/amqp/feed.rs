@@ -24,8 +24,11 @@ use tracing::{info, warn};
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Re-opening a feed backs off to at most this, so it resumes soon after the broker.
 const REOPEN_CAP: Duration = Duration::from_secs(1);
-/// Deliveries acked at once (ack `multiple`), unless the feed runs dry first.
+/// Deliveries acked at once (ack `multiple`), far below the prefetch so the broker never
+/// waits on an ack; what is left is acked within `ACK_FLUSH`. Acking each time the feed
+/// ran dry cost the broker one ack per worker batch and gateway.
 const ACK_EVERY: usize = 64;
+const ACK_FLUSH: Duration = Duration::from_millis(50);
 
 pub(super) async fn subscribe(
     link: Arc<Link>,
@@ -155,9 +158,20 @@ async fn forward(
     let mut check = tokio::time::interval(CHECK_EVERY);
     let mut changes = feed.link.changes();
     let mut unacked = 0usize;
+    // The last delivery handed over and not acked yet: acking it acks all before it.
+    let mut last: Option<lapin::Acker> = None;
+    let mut flush = tokio::time::interval(ACK_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             _ = tx.closed() => return None,
+            _ = flush.tick(), if last.is_some() => {
+                unacked = 0;
+                if let Some(e) = ack_through(last.take()).await {
+                    return Some(e);
+                }
+                continue;
+            }
             _ = check.tick() => {
                 live.redrain();
                 if !live.usable(&feed.link) {
@@ -186,13 +200,22 @@ async fn forward(
         }
         // Acking only after the hand-over keeps the broker's prefetch as backpressure.
         unacked += 1;
-        if unacked >= ACK_EVERY || live.rx.is_empty() {
+        last = Some(d.acker);
+        if unacked >= ACK_EVERY {
             unacked = 0;
-            let everything_so_far = BasicAckOptions { multiple: true };
-            if let Err(e) = d.acker.ack(everything_so_far).await {
-                return Some(format!("ack failed: {e}"));
+            if let Some(e) = ack_through(last.take()).await {
+                return Some(e);
             }
         }
+    }
+}
+
+/// Acks `last` and every delivery before it; the failure, if any.
+async fn ack_through(last: Option<lapin::Acker>) -> Option<String> {
+    let everything_so_far = BasicAckOptions { multiple: true };
+    match last?.ack(everything_so_far).await {
+        Ok(_) => None,
+        Err(e) => Some(format!("ack failed: {e}")),
     }
 }
 
