@@ -125,6 +125,54 @@ async fn rabbitmq_a_handed_back_envelope_brings_its_message_back_and_nothing_is_
     cleaning_up(Arc::new(Mutex::new(vec![q])), case).await;
 }
 
+/// A worker's fan-out stage acks a stored batch while its loop already holds the next:
+/// one `multiple` ack must settle exactly the earlier batch, never the later one, and
+/// never an earlier delivery still held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(feature = "rabbitmq"),
+    ignore = "needs RabbitMQ: --features courier-tests/rabbitmq (scripts/test.sh)"
+)]
+async fn rabbitmq_acking_a_batch_leaves_the_held_ones_before_and_after_it() {
+    let _faults = BROKER_FAULTS.lock().await;
+    let q = connect(contract::options()).await;
+    let case = {
+        let q = q.clone();
+        async move {
+            // One at a time, so each is its own broker message with its own tag.
+            for i in 0..21 {
+                let env = contract::envelope("held-room", &format!("h{i:02}"));
+                q.publish(&env.key(), env.to_json()).await.unwrap();
+            }
+            let mut c = q.consumer().await.unwrap();
+            let mut first = contract::collect(&mut *c, 11, WITHIN).await;
+            let later = contract::collect(&mut *c, 10, WITHIN).await;
+            assert_eq!((first.len(), later.len()), (11, 10));
+            let earliest = first.remove(0);
+            let acked: BTreeSet<String> = first.iter().map(id_of).collect();
+            Delivery::ack_all(first).await.unwrap();
+            // The earliest and the later batch were held through that ack: handed back
+            // (a worker that died), all of them return, and nothing acked does.
+            let mut expected: BTreeSet<String> = later.iter().map(id_of).collect();
+            expected.insert(id_of(&earliest));
+            drop(earliest);
+            drop(later);
+            let back = contract::collect(&mut *c, 11, WITHIN).await;
+            let back_ids: BTreeSet<String> = back.iter().map(id_of).collect();
+            assert_eq!(
+                back_ids, expected,
+                "held deliveries come back, acked ones do not"
+            );
+            assert!(back_ids.is_disjoint(&acked));
+            assert!(back.iter().all(|d| d.attempt >= 2));
+            Delivery::ack_all(back).await.unwrap();
+            let rest = contract::collect(&mut *c, 1, Duration::from_secs(2)).await;
+            assert!(rest.is_empty(), "everything is settled: {}", rest.len());
+        }
+    };
+    cleaning_up(Arc::new(Mutex::new(vec![q])), case).await;
+}
+
 fn stored(room: &str, seq: u64) -> Arc<StoredMessage> {
     let env = contract::envelope(room, &format!("s{seq}"));
     let v = serde_json::json!({

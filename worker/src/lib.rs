@@ -6,6 +6,7 @@ pub mod config;
 pub mod dlq;
 pub mod enrich;
 pub mod error;
+mod fanout;
 mod listen;
 pub mod pipeline;
 

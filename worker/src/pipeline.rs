@@ -1,6 +1,8 @@
-//! The processing loop: receive a batch, enrich, store in one transaction, fan out, ack.
+//! The processing loop: receive a batch, enrich, store in one transaction, then hand it
+//! to the fan-out stage ([`crate::fanout`]), which fans out and acks while the loop
+//! takes the next batch.
 //!
-//! A delivery is acked only after its message is committed and handed to the fan-out.
+//! A delivery is acked only after its message is committed and fanned out.
 //! A store or queue outage is waited out while the batch is held (it is not the
 //! messages' fault, so it costs them no attempt); a message the store refuses is
 //! retried alone with a growing delay and ends in the dead-letter place.
@@ -8,6 +10,7 @@
 use crate::config::WorkerSettings;
 use crate::enrich::Pipeline;
 use crate::error::Error;
+use crate::fanout;
 use queue::{Consume, Consumer, Delivery, DeliveryBus, Queue, Settled};
 use shared::shutdown::{Shutdown, backoff};
 use shared::{Enriched, Envelope, EventKind, StoredMessage};
@@ -83,8 +86,23 @@ impl Worker {
         tasks.spawn(async move { w.consume(n, sd).await }).id()
     }
 
+    /// One loop: receive and store here, fan out and ack in [`fanout`], both in this
+    /// task (a panic in either hands every unacked delivery back).
     async fn consume(&self, n: u32, shutdown: Shutdown) -> Result<(), Error> {
-        let mut consumer = self.open_consumer(&shutdown).await?;
+        let (tx, rx) = fanout::channel();
+        let stage = fanout::run(self.bus.clone(), rx, shutdown.clone());
+        let (stored, ()) = tokio::join!(self.receive_and_store(n, tx, &shutdown), stage);
+        info!(worker = n, "worker stopped");
+        stored
+    }
+
+    async fn receive_and_store(
+        &self,
+        n: u32,
+        handoff: fanout::Sender,
+        shutdown: &Shutdown,
+    ) -> Result<(), Error> {
+        let mut consumer = self.open_consumer(shutdown).await?;
         info!(worker = n, "worker consuming");
         let mut failures = 0;
         while !shutdown.is_fired() {
@@ -100,7 +118,7 @@ impl Worker {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(batch) => {
                     failures = 0;
-                    self.process(batch, &shutdown).await;
+                    self.process(batch, &handoff, shutdown).await;
                 }
                 Err(e) => {
                     warn!(worker = n, error = %e, "receiving from the ingest queue failed; retrying");
@@ -111,7 +129,6 @@ impl Worker {
                 }
             }
         }
-        info!(worker = n, "worker stopped");
         Ok(())
     }
 
@@ -152,7 +169,7 @@ impl Worker {
     }
 
     /// Settles every delivery of the batch, one way or another.
-    pub async fn process(&self, batch: Vec<Delivery>, shutdown: &Shutdown) {
+    async fn process(&self, batch: Vec<Delivery>, handoff: &fanout::Sender, shutdown: &Shutdown) {
         metrics::histogram!("courier_worker_batch_size").record(batch.len() as f64);
         let mut ready = Vec::with_capacity(batch.len());
         for d in batch {
@@ -184,12 +201,12 @@ impl Worker {
         match self.store_waiting_out_outages(&msgs, shutdown).await {
             Some(Ok(stored)) => {
                 let deliveries = ready.into_iter().map(|(d, _)| d).collect();
-                self.publish_and_ack(deliveries, stored, shutdown).await;
+                hand_over(handoff, deliveries, stored).await;
             }
             Some(Err(e)) => {
                 debug!(error = %e, "batch refused by the store; storing its messages one by one");
                 for (d, m) in ready {
-                    self.process_one(d, m, shutdown).await;
+                    self.process_one(d, m, handoff, shutdown).await;
                 }
             }
             // Shutting down in the middle of an outage: the dropped deliveries go back.
@@ -197,12 +214,18 @@ impl Worker {
         }
     }
 
-    async fn process_one(&self, d: Delivery, m: NewMessage, shutdown: &Shutdown) {
+    async fn process_one(
+        &self,
+        d: Delivery,
+        m: NewMessage,
+        handoff: &fanout::Sender,
+        shutdown: &Shutdown,
+    ) {
         match self
             .store_waiting_out_outages(std::slice::from_ref(&m), shutdown)
             .await
         {
-            Some(Ok(stored)) => self.publish_and_ack(vec![d], stored, shutdown).await,
+            Some(Ok(stored)) => hand_over(handoff, vec![d], stored).await,
             Some(Err(e)) => {
                 let reason = format!("store refused the message: {e}");
                 let delay = self.settings.retry_delay(d.attempt);
@@ -291,55 +314,42 @@ impl Worker {
             }
         }
     }
+}
 
-    async fn publish_and_ack(
-        &self,
-        deliveries: Vec<Delivery>,
-        stored: Vec<Stored>,
-        shutdown: &Shutdown,
-    ) {
-        let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
-        for s in stored {
-            let outcome = match &s {
-                Stored::New(_) => "stored",
-                Stored::Duplicate(_) => "duplicate",
-                Stored::Refused(why) => {
-                    // Acked by the gateway, which checked the target before: only a race
-                    // (a delete that overtook an edit) or another writer gets here.
-                    info!(reason = %why, "an event its target does not allow is dropped");
-                    "refused"
-                }
-            };
-            metrics::counter!("courier_worker_messages_total", "outcome" => outcome).increment(1);
-            if let Some(m) = s.into_message() {
-                debug!(trace = m.trace.as_deref().unwrap_or("-"), room = %m.room, id = %m.id, seq = m.seq, new = outcome == "stored", "message stored");
-                messages.push(Arc::new(m));
+/// Counts the outcomes, and hands the batch to the fan-out stage (in order behind the
+/// batches before it). If the stage is gone (shutdown in an outage), the deliveries are
+/// dropped: they go back to the queue and come back found stored.
+async fn hand_over(handoff: &fanout::Sender, deliveries: Vec<Delivery>, stored: Vec<Stored>) {
+    let mut messages: Vec<Arc<StoredMessage>> = Vec::with_capacity(stored.len());
+    for s in stored {
+        let outcome = match &s {
+            Stored::New(_) => "stored",
+            Stored::Duplicate(_) => "duplicate",
+            Stored::Refused(why) => {
+                // Acked by the gateway, which checked the target before: only a race
+                // (a delete that overtook an edit) or another writer gets here.
+                info!(reason = %why, "an event its target does not allow is dropped");
+                "refused"
             }
+        };
+        metrics::counter!("courier_worker_messages_total", "outcome" => outcome).increment(1);
+        if let Some(m) = s.into_message() {
+            debug!(trace = m.trace.as_deref().unwrap_or("-"), room = %m.room, id = %m.id, seq = m.seq, new = outcome == "stored", "message stored");
+            messages.push(Arc::new(m));
         }
-        let mut failures = 0;
-        while !messages.is_empty()
-            && let Err(e) = self.bus.fan_out(&messages).await
-        {
-            warn!(error = %e, "fan-out failed; retrying (messages are stored)");
-            if !shutdown
-                .sleep(backoff(failures, OUTAGE_BASE, OUTAGE_CAP))
-                .await
-            {
-                // Unacked, they come back, are found stored, and are fanned out then.
-                return;
-            }
-            failures += 1;
-        }
-        record_ages("fanned_out", messages.iter().map(|m| m.sent_at));
-        if let Err(e) = Delivery::ack_all(deliveries).await {
-            warn!(error = %e, "ack failed; the messages will be redelivered and found already stored");
-        }
+    }
+    let batch = fanout::Stored {
+        deliveries,
+        messages,
+    };
+    if handoff.send(batch).await.is_err() {
+        debug!("the fan-out stage stopped; the batch goes back to the queue");
     }
 }
 
 /// How long after the gateway took them messages reached a stage of this loop
 /// (`courier_worker_message_age_seconds`, by `stage`): where a message's latency goes.
-fn record_ages(stage: &'static str, sent: impl Iterator<Item = shared::Timestamp>) {
+pub(crate) fn record_ages(stage: &'static str, sent: impl Iterator<Item = shared::Timestamp>) {
     let now = shared::Timestamp::now().as_millis();
     let age = metrics::histogram!("courier_worker_message_age_seconds", "stage" => stage);
     for at in sent {

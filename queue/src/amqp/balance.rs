@@ -15,8 +15,9 @@ use super::subscribed::Subscribed;
 use crate::QueueError;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use shared::sync::lock;
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -44,9 +45,10 @@ pub(super) struct Partitions {
 pub(super) struct Partition {
     pub(super) queue: Arc<str>,
     pub(super) sub: Subscribed,
-    /// Deliveries handed out and not yet settled: a partition is handed over only at
-    /// zero, so a later message of a room can never overtake one still in processing.
-    pub(super) outstanding: Arc<AtomicUsize>,
+    /// Deliveries handed out and not yet settled: a partition is handed over only when
+    /// there are none, so a later message of a room can never overtake one still in
+    /// processing.
+    pub(super) outstanding: Arc<Outstanding>,
     /// When it last delivered to this consumer.
     pub(super) last_delivery: Option<Instant>,
     /// Its consumer ended (channel closed, cancelled by the broker).
@@ -60,7 +62,30 @@ impl Partition {
     }
 
     fn settled(&self) -> bool {
-        self.outstanding.load(Ordering::Acquire) == 0
+        self.outstanding.is_empty()
+    }
+}
+
+/// The delivery tags of one subscription (one channel) handed out and not settled yet.
+#[derive(Default)]
+pub(super) struct Outstanding(std::sync::Mutex<BTreeSet<u64>>);
+
+impl Outstanding {
+    pub(super) fn hold(&self, tag: u64) {
+        lock(&self.0).insert(tag);
+    }
+
+    pub(super) fn release(&self, tag: u64) {
+        lock(&self.0).remove(&tag);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+
+    /// How many are at or below `tag`: what one ack with `multiple` up to it settles.
+    pub(super) fn up_to(&self, tag: u64) -> usize {
+        lock(&self.0).range(..=tag).count()
     }
 }
 
@@ -114,7 +139,7 @@ impl Partitions {
         Ok(Partition {
             queue,
             sub,
-            outstanding: Arc::new(AtomicUsize::new(0)),
+            outstanding: Arc::new(Outstanding::default()),
             last_delivery: None,
             ended: false,
         })

@@ -3,7 +3,7 @@
 //! queues, dead letters), always confirming a republish before acking the original so no
 //! message is ever lost.
 
-use super::balance::{Partition, Partitions};
+use super::balance::{Outstanding, Partition, Partitions};
 use super::connection::{Link, Outgoing, json_properties};
 use super::publish::parts_of;
 use super::{header_u32, key_headers, key_of};
@@ -134,13 +134,13 @@ fn wrap(d: lapin::message::Delivery, o: &Partition, settle: &Arc<dyn Settle>) ->
         key_of(headers)
     };
     let parts: Vec<Vec<u8>> = packed.unwrap_or_else(|| vec![d.data]);
-    o.outstanding.fetch_add(1, Ordering::AcqRel);
+    o.outstanding.hold(d.delivery_tag);
     let whole = Arc::new(Whole {
         tag: d.delivery_tag,
         acker: d.acker,
         _channel: o.sub.channel.clone(),
         queue: o.queue.clone(),
-        _held: Held(o.outstanding.clone()),
+        held: Held(o.outstanding.clone(), d.delivery_tag),
         open: AtomicUsize::new(parts.len()),
         back: AtomicBool::new(false),
     });
@@ -184,12 +184,12 @@ impl Consumer for AmqpConsumer {
     }
 }
 
-/// Counts a delivery as outstanding on its partition until it is settled or dropped.
-struct Held(Arc<AtomicUsize>);
+/// Keeps a delivery's tag outstanding on its subscription until it is settled or dropped.
+struct Held(Arc<Outstanding>, u64);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.release(self.1);
     }
 }
 
@@ -210,7 +210,7 @@ struct Whole {
     _channel: Channel,
     /// The partition it came from, where its retries return.
     queue: Arc<str>,
-    _held: Held,
+    held: Held,
     /// Parts not settled yet: the message is acked when the last one is.
     open: AtomicUsize,
     /// A part was handed back: then the whole message goes back instead (the parts
@@ -263,13 +263,16 @@ fn by_partition(tickets: Vec<Arc<Whole>>) -> Vec<Vec<Arc<Whole>>> {
     groups
 }
 
-/// True when `group` holds every delivery of its partition not yet settled, all on one
-/// channel: then one ack with `multiple` settles exactly them (the broker acks every
-/// delivery up to a tag on that channel; those delivered later have higher tags).
+/// True when `group`, all on one channel, holds every delivery of it not yet settled up
+/// to the group's highest tag: then one ack with `multiple` settles exactly them (the
+/// broker acks every delivery up to a tag on that channel). Later deliveries, still in
+/// processing (the next batch), have higher tags and are left alone.
 fn everything_outstanding(group: &[Arc<Whole>]) -> bool {
     let channel = group[0]._channel.id();
-    group.iter().all(|t| t._channel.id() == channel)
-        && group[0]._held.0.load(Ordering::Acquire) == group.len()
+    let Some(last) = group.iter().map(|t| t.tag).max() else {
+        return false;
+    };
+    group.iter().all(|t| t._channel.id() == channel) && group[0].held.0.up_to(last) == group.len()
 }
 
 /// One ack for the whole group: a single broker command (and, on a quorum queue, one
