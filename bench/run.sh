@@ -19,9 +19,9 @@
 #               rabbitmq-pg and sqs-pg (default 1: six processes, a broker and a
 #               database share the machine's cores)
 #   AMQP_OPTIONS (environment) more QUEUE_URL parameters for rabbitmq-pg (default
-#               "partitions=2&linger_ms=10&prefix=courier-bench-p2": partitions sized
-#               to the two workers, as docs/operations.md "Scale" says; set it empty
-#               for the product defaults, 8 partitions and a 5 ms linger)
+#               "partitions=1&linger_ms=20&prefix=courier-bench-p1": sized to this
+#               2-core machine, see docs/operations.md "Scale"; set it empty for the
+#               product defaults, 8 partitions and a 5 ms linger)
 #
 # Every run prints loadgen's table and a `RESULT {json}` line; all of them are collected
 # in DIR/results.jsonl (default bench/results/<UTC time>/) and summarized by
@@ -134,7 +134,7 @@ up() {
       if [ "$1" = rabbitmq-pg ]; then
         # AMQP_OPTIONS adds QUEUE_URL parameters, e.g. "ingest=classic&prefix=courier-bench-c"
         # (a partition keeps the type it was first declared with: a new prefix for another).
-        local amqp_options=${AMQP_OPTIONS-partitions=2&linger_ms=10&prefix=courier-bench-p2}
+        local amqp_options=${AMQP_OPTIONS-partitions=1&linger_ms=20&prefix=courier-bench-p1}
         export QUEUE_URL="amqp://guest:guest@127.0.0.1:5672/%2f?prefix=courier-bench${amqp_options:+&$amqp_options}"
       else
         ./scripts/localstack.sh start >/dev/null
